@@ -1,0 +1,1 @@
+"""NexusAI domain library. Imports nothing else of ours."""

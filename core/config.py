@@ -1,0 +1,175 @@
+"""NexusAI settings: one pydantic-settings root with a nested model per subsystem.
+
+Every field is settable from the environment as ``NEXUS_<SECTION>__<FIELD>`` (for example
+``NEXUS_DATABASE__URL``) or from a ``.env`` file. When a URL is left empty, the embedded
+default (the servers ``nexus up`` starts under ``$NEXUS_HOME``) is used.
+
+Outside ``dev`` mode the settings refuse to start without explicit secrets: there is no
+default encryption key, signing key or key pepper in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PortsSettings(BaseModel):
+    """Ports of the embedded stack on 127.0.0.1; change them to run two stacks side by side."""
+
+    api: int = Field(8000, description="API (uvicorn) port.")
+    temporal: int = Field(7233, description="Temporal dev server gRPC port.")
+    temporal_ui: int = Field(8233, description="Temporal web UI port.")
+    postgres: int = Field(55432, description="Embedded PostgreSQL port.")
+    redis: int = Field(56379, description="Embedded Valkey port.")
+    worker_metrics: int = Field(9464, description="Prometheus port of the worker process.")
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL (with pgvector)."""
+
+    url: str = Field("", description="SQLAlchemy URL (postgresql+asyncpg://…); empty = embedded Postgres.")
+    pool_size: int = Field(10, description="Connection pool size per process.")
+    echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+
+class RedisSettings(BaseModel):
+    """Redis / Valkey: key cache, rate limits, event pub/sub."""
+
+    url: str = Field("", description="redis:// URL; empty = embedded Valkey.")
+    key_cache_ttl_s: int = Field(60, description="Seconds an API key lookup stays cached.")
+
+
+class TemporalSettings(BaseModel):
+    """Temporal service connection (embedded dev server or a cluster / Temporal Cloud)."""
+
+    address: str = Field("", description="host:port of the frontend; empty = embedded dev server.")
+    namespace: str = Field("default", description="Temporal namespace.")
+    task_queue: str = Field("nexus-default", description="Default task queue for workflows.")
+    ui_url: str = Field("", description="Public URL of the Temporal web UI (for links).")
+    tls: bool = Field(False, description="Use TLS to reach the frontend.")
+    tls_ca_cert: Path | None = Field(None, description="CA certificate (PEM) to verify the server.")
+    tls_client_cert: Path | None = Field(None, description="Client certificate (PEM) for mTLS.")
+    tls_client_key: Path | None = Field(None, description="Client private key (PEM) for mTLS.")
+    tls_server_name: str | None = Field(None, description="Override the TLS server name.")
+    api_key: SecretStr | None = Field(None, description="API key (Temporal Cloud); implies TLS.")
+
+
+class ApiSettings(BaseModel):
+    """The FastAPI control plane."""
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    public_url: str = Field("", description="External base URL (links, CORS for the codec endpoint).")
+    max_body_bytes: int = Field(1_048_576, description="Largest accepted request body (413 above).")
+    rate_limit_per_minute: int = Field(600, description="Default requests per minute per API key.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the codec endpoint (Temporal UI)."
+    )
+
+
+class SecuritySettings(BaseModel):
+    """Secrets. In dev mode missing ones are generated once and kept in $NEXUS_HOME/secrets.json."""
+
+    codec_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Payload encryption keys: key id -> base64 of 32 random bytes (AES-256-GCM).",
+    )
+    codec_active_key: str = Field("", description="Key id used to encrypt new payloads.")
+    audit_signing_key: SecretStr | None = Field(
+        None, description="Base64 Ed25519 private seed (32 bytes) that signs exported audit heads."
+    )
+    key_pepper: SecretStr | None = Field(None, description="Server secret mixed into API key hashes.")
+
+
+class Settings(BaseSettings):
+    """Root settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEXUS_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = Field("dev", description="dev/test generate missing secrets.")
+    home: Path = Field(Path(".nexus"), description="State directory of the embedded stack.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="Structured JSON logs.")
+    ports: PortsSettings = Field(default_factory=PortsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database.url:
+            self.database.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.ports.postgres}/nexus"
+        if not self.redis.url:
+            self.redis.url = f"redis://127.0.0.1:{self.ports.redis}/0"
+        if not self.temporal.address:
+            self.temporal.address = f"127.0.0.1:{self.ports.temporal}"
+        if not self.temporal.ui_url:
+            self.temporal.ui_url = f"http://127.0.0.1:{self.ports.temporal_ui}"
+        if not self.api.public_url:
+            self.api.public_url = f"http://127.0.0.1:{self.ports.api}"
+        sec = self.security
+        missing = [
+            name
+            for name, value in (
+                ("codec_keys", sec.codec_keys),
+                ("audit_signing_key", sec.audit_signing_key),
+                ("key_pepper", sec.key_pepper),
+            )
+            if not value
+        ]
+        if missing:
+            if self.env == "prod":
+                raise ValueError(
+                    "refusing to start in prod without secrets: set "
+                    + ", ".join(f"NEXUS_SECURITY__{m.upper()}" for m in missing)
+                )
+            self._fill_dev_secrets()
+        if not sec.codec_active_key:
+            sec.codec_active_key = sorted(sec.codec_keys)[-1]
+        if sec.codec_active_key not in sec.codec_keys:
+            raise ValueError(f"codec_active_key {sec.codec_active_key!r} is not in codec_keys")
+        return self
+
+    def _fill_dev_secrets(self) -> None:
+        """Generate dev secrets once and persist them (0600) so restarts can decrypt old payloads."""
+        path = self.home / "secrets.json"
+        stored: dict[str, str] = {}
+        if path.exists():
+            stored = json.loads(path.read_text())
+        else:
+            self.home.mkdir(parents=True, exist_ok=True)
+            stored = {
+                "codec_key_id": "dev1",
+                "codec_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+                "audit_signing_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+                "key_pepper": secrets.token_urlsafe(32),
+            }
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(stored, fh)
+        sec = self.security
+        if not sec.codec_keys:
+            sec.codec_keys = {stored["codec_key_id"]: SecretStr(stored["codec_key"])}
+        if sec.audit_signing_key is None:
+            sec.audit_signing_key = SecretStr(stored["audit_signing_key"])
+        if sec.key_pepper is None:
+            sec.key_pepper = SecretStr(stored["key_pepper"])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
