@@ -7,12 +7,14 @@ other's rows without needing to truncate the append-only audit log.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -122,3 +124,60 @@ def fresh_database(pg_port: int) -> str:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/{name}"
     upgrade(url)
     return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    """The real FastAPI app with its lifespan (Postgres, Valkey, Temporal clients)."""
+    from asgi_lifespan import LifespanManager
+
+    from api.app import create_app
+
+    application = create_app(settings)
+    async with LifespanManager(application) as manager:
+        yield manager.app
+
+
+@pytest_asyncio.fixture(scope="session")
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def make_key(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Callable[..., Awaitable[str]]:
+    """``await make_key(tenant_id, role="owner", scopes=None, platform=False)`` → full bearer key."""
+    from core.identity import Role
+    from core.keys_service import create_tenant, get_tenant, issue_key
+
+    async def _make(
+        tenant_id: str,
+        role: str = "owner",
+        scopes: list[str] | None = None,
+        platform: bool = False,
+        expires_at: dt.datetime | None = None,
+        rate_limit_per_minute: int | None = None,
+    ) -> str:
+        assert settings.security.key_pepper is not None
+        async with sessions() as session, session.begin():
+            if await get_tenant(session, tenant_id) is None:
+                await create_tenant(session, tenant_id=tenant_id, name=tenant_id, is_platform=platform)
+            _, full = await issue_key(
+                session,
+                tenant_id=tenant_id,
+                role=Role(role),
+                name="test",
+                scopes=scopes,
+                expires_at=expires_at,
+                created_by="test",
+                pepper=settings.security.key_pepper.get_secret_value(),
+                rate_limit_per_minute=rate_limit_per_minute,
+            )
+        return full
+
+    return _make
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,1 @@
+"""FastAPI control plane: routes, schemas, dependencies, error rendering."""

@@ -1,0 +1,65 @@
+"""The FastAPI application factory. Resources live in a typed lifespan state, never globals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api import errors
+from api.deps import AppState
+from api.middleware import install_middleware
+from api.routes import audit, codec, health, keys, probes, runs, tenants, users
+from core.config import Settings, get_settings
+from core.db.engine import make_engine, make_sessionmaker
+from core.logging import configure_logging
+
+log = logging.getLogger("nexus.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when omitted)."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database)
+        redis = Redis.from_url(settings.redis.url, decode_responses=False)
+        temporal = None
+        try:
+            from core.temporal.client import connect
+
+            temporal = await connect(settings)
+        except Exception:
+            log.warning("Temporal not reachable at startup; will retry on first use")
+        app.state.nexus = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=redis,
+            temporal=temporal,
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    configure_logging(settings)
+    app = FastAPI(
+        title="NexusAI",
+        version="0.1.0",
+        description="Self-hosted control plane for enterprise generative AI. "
+        "Authenticate with `Authorization: Bearer <api key>`.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    install_middleware(app, settings)
+    app.include_router(health.router)
+    for module in (tenants, users, keys, audit, runs, probes):
+        app.include_router(module.router, prefix="/v1")
+    app.include_router(codec.router)
+    return app

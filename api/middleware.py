@@ -1,0 +1,137 @@
+"""ASGI middleware: request ids, body size limit (413), Prometheus metrics, access logs.
+
+Written as plain ASGI callables (not BaseHTTPMiddleware) so streaming responses and SSE pass
+through untouched and the hot path stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Settings
+
+log = logging.getLogger("nexus.access")
+
+REQUESTS = Counter("nexus_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "nexus_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _problem_bytes(status: int, code: str, title: str, detail: str, request_id: str) -> bytes:
+    return json.dumps(
+        {
+            "type": f"https://nexusai.dev/problems/{code}",
+            "title": title,
+            "status": status,
+            "code": code,
+            "detail": detail,
+            "request_id": request_id,
+        }
+    ).encode()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Assigns ``X-Request-ID``, enforces the body limit, records metrics and an access log."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        # Copy: servers may hand every request the same lifespan state dict.
+        scope["state"] = {**(scope.get("state") or {}), "request_id": request_id}
+        start = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._reject(send_wrapper, request_id)
+            self._record(scope, 413, start, request_id)
+            return
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except _TooLarge:
+            await self._reject(send_wrapper, request_id)
+            status_holder["status"] = 413
+        self._record(scope, status_holder["status"], start, request_id)
+
+    async def _reject(self, send: Send, request_id: str) -> None:
+        body = _problem_bytes(
+            413,
+            "payload_too_large",
+            "Request body too large",
+            f"request bodies are limited to {self.max_body} bytes",
+            request_id,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/problem+json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, status: int, start: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - start
+        route: Any = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        REQUESTS.labels(scope["method"], template, str(status)).inc()
+        LATENCY.labels(scope["method"], template).observe(elapsed)
+        if template not in ("/healthz", "/metrics"):
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "request_id": request_id,
+                },
+            )
+
+
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)

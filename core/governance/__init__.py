@@ -1,0 +1,1 @@
+"""Governance: the hash-chained audit log (PII, firewall and policy land here later)."""

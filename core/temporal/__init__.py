@@ -1,0 +1,1 @@
+"""Temporal wiring shared by the API and the workers: client, data converter, payload codec."""
