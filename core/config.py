@@ -173,3 +173,23 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def settings_reference() -> str:
+    """A Markdown table of every setting, its environment variable, default and description."""
+    lines = [
+        "| environment variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub, subfield in annotation.model_fields.items():
+                default = subfield.get_default(call_default_factory=True)
+                shown = "" if default in (None, "", {}, []) else f"`{default}`"
+                env = f"NEXUS_{name.upper()}__{sub.upper()}"
+                lines.append(f"| `{env}` | {shown} | {subfield.description or ''} |")
+        else:
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"| `NEXUS_{name.upper()}` | `{default}` | {field.description or ''} |")
+    return "\n".join(lines) + "\n"

@@ -13,7 +13,8 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import String, bindparam, cast, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import AuditEvent
@@ -71,6 +72,20 @@ def hash_of(event: AuditEvent) -> str:
     )
 
 
+async def jsonb_normalized(session: AsyncSession, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` exactly as a JSONB column will give it back, so its hash can be recomputed.
+
+    A Python round-trip is not enough: JSONB re-renders numbers (``1e20`` comes back as the
+    integer ``100000000000000000000``, ``-0.0`` as ``0.0``), which would make an untouched
+    event look altered. Non-JSON values (datetimes, UUIDs) become strings; NaN is refused.
+    """
+    as_json = json.dumps(data, default=str, allow_nan=False)
+    normalized = await session.scalar(select(cast(bindparam("audit_data", as_json, type_=String), JSONB)))
+    if not isinstance(normalized, dict):
+        raise TypeError("audit data must be a JSON object")
+    return normalized
+
+
 async def append(
     session: AsyncSession,
     *,
@@ -81,6 +96,7 @@ async def append(
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event inside the caller's transaction (it commits with the caller's change)."""
+    clean = await jsonb_normalized(session, data or {})  # before the lock: keep the lock short
     await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_LOCK_ID})
     last = (
         await session.execute(
@@ -88,8 +104,6 @@ async def append(
         )
     ).first()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    # Round-trip through JSON so the hashed form equals what JSONB gives back.
-    clean: dict[str, Any] = json.loads(json.dumps(data or {}, default=str))
     created_at = dt.datetime.now(dt.UTC)
     fields = event_fields(
         seq=seq,
