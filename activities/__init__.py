@@ -1,0 +1,1 @@
+"""Temporal activities: thin adapters over ``core`` with injected clients."""

@@ -1,0 +1,1 @@
+"""Worker processes: which task queues serve which workflows and activities."""
