@@ -253,6 +253,13 @@ def _temporal_ready(port: int) -> bool:
 
 def start_server(spec: ServerSpec, timeout_s: float = 30.0) -> subprocess.Popen[bytes]:
     """Start ``spec`` as a child in its own process group and wait until it is ready."""
+    proc = spawn_server(spec)
+    wait_ready(spec, proc, timeout_s)
+    return proc
+
+
+def spawn_server(spec: ServerSpec) -> subprocess.Popen[bytes]:
+    """Start ``spec`` in its own process group (its log appended), without waiting for readiness."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     log = open(spec.log, "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, **spec.env}
@@ -266,7 +273,6 @@ def start_server(spec: ServerSpec, timeout_s: float = 30.0) -> subprocess.Popen[
         start_new_session=True,
     )
     log.close()
-    wait_ready(spec, proc, timeout_s)
     return proc
 
 

@@ -1,0 +1,28 @@
+"""Run every benchmark in one go: ``python -m bench.run_all`` (or ``make bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+from bench import cold_start, probe_overhead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30, help="Probe rounds per path.")
+    parser.add_argument("--rounds", type=int, default=3, help="Cold/warm start rounds.")
+    args = parser.parse_args()
+    print(f"NexusAI benchmarks - {time.strftime('%Y-%m-%d %H:%M')} - {platform.platform()}")
+    print("\n== cold / warm start ==")
+    cold_start.run(args.rounds)
+    print("\n== probe overhead (API vs bare Temporal client) ==")
+    probe_overhead.run(args.runs)
+
+
+if __name__ == "__main__":
+    from cli.ops import exit_now
+
+    main()
+    exit_now(0)  # temporalio can crash at interpreter exit (sdk-python#300)
