@@ -21,6 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.providers.settings import ProvidersSettings
+
 
 class PortsSettings(BaseModel):
     """Ports of the embedded stack on 127.0.0.1; change them to run two stacks side by side."""
@@ -31,6 +33,7 @@ class PortsSettings(BaseModel):
     postgres: int = Field(55432, description="Embedded PostgreSQL port.")
     redis: int = Field(56379, description="Embedded Valkey port.")
     worker_metrics: int = Field(9464, description="Prometheus port of the worker process.")
+    simulator: int = Field(8100, description="Provider simulator port (sim-* models).")
 
 
 class DatabaseSettings(BaseModel):
@@ -106,6 +109,7 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
@@ -118,6 +122,8 @@ class Settings(BaseSettings):
             self.temporal.address = f"127.0.0.1:{self.ports.temporal}"
         if not self.temporal.ui_url:
             self.temporal.ui_url = f"http://127.0.0.1:{self.ports.temporal_ui}"
+        if not self.providers.simulator_url:
+            self.providers.simulator_url = f"http://127.0.0.1:{self.ports.simulator}"
         if not self.api.public_url:
             self.api.public_url = f"http://127.0.0.1:{self.ports.api}"
         sec = self.security
@@ -181,15 +187,19 @@ def settings_reference() -> str:
         "| environment variable | default | description |",
         "|---|---|---|",
     ]
-    for name, field in Settings.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub, subfield in annotation.model_fields.items():
-                default = subfield.get_default(call_default_factory=True)
-                shown = "" if default in (None, "", {}, []) else f"`{default}`"
-                env = f"NEXUS_{name.upper()}__{sub.upper()}"
-                lines.append(f"| `{env}` | {shown} | {subfield.description or ''} |")
-        else:
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            env = f"{prefix}{name.upper()}"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{env}__")
+                continue
             default = field.get_default(call_default_factory=True)
-            lines.append(f"| `NEXUS_{name.upper()}` | `{default}` | {field.description or ''} |")
+            if isinstance(default, SecretStr):
+                default = "(set)" if default.get_secret_value() else None
+            shown = "" if default in (None, "", {}, []) else f"`{default}`"
+            lines.append(f"| `{env}` | {shown} | {field.description or ''} |")
+
+    walk(Settings, "NEXUS_")
     return "\n".join(lines) + "\n"
