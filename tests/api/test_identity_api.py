@@ -86,8 +86,12 @@ async def test_expiring_key_cannot_mint_longer_lived_key(client, make_key, tenan
 
 async def test_viewer_cannot_create_keys_or_users(client, make_key, tenant_id) -> None:
     viewer = await make_key(tenant_id, "viewer")
-    assert_problem(await client.post("/v1/keys", json={"role": "viewer"}, headers=auth(viewer)), 403, "forbidden")
-    resp = await client.post("/v1/users", json={"email": "a@example.com", "role": "viewer"}, headers=auth(viewer))
+    assert_problem(
+        await client.post("/v1/keys", json={"role": "viewer"}, headers=auth(viewer)), 403, "forbidden"
+    )
+    resp = await client.post(
+        "/v1/users", json={"email": "a@example.com", "role": "viewer"}, headers=auth(viewer)
+    )
     assert_problem(resp, 403, "forbidden")
 
 
