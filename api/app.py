@@ -11,8 +11,10 @@ from redis.asyncio import Redis
 
 from api import errors
 from api.deps import AppState
+from api.gateway import routes as gateway_routes
+from api.gateway.routes import build_gateway
 from api.middleware import install_middleware
-from api.routes import audit, codec, health, keys, probes, runs, tenants, users
+from api.routes import audit, codec, gateway_admin, health, keys, probes, runs, tenants, users
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
@@ -35,16 +37,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             temporal = await connect(settings)
         except Exception:
             log.warning("Temporal not reachable at startup; will retry on first use")
-        app.state.nexus = AppState(
+        state = AppState(
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
             redis=redis,
             temporal=temporal,
         )
+        state.gateway = build_gateway(state)
+        app.state.nexus = state
         try:
             yield
         finally:
+            await state.gateway.aclose()
             await redis.aclose()
             await engine.dispose()
 
@@ -59,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     install_middleware(app, settings)
     app.include_router(health.router)
-    for module in (tenants, users, keys, audit, runs, probes):
+    for module in (tenants, users, keys, audit, runs, probes, gateway_routes, gateway_admin):
         app.include_router(module.router, prefix="/v1")
     app.include_router(codec.router)
     return app

@@ -40,8 +40,12 @@ async def _load_record(state: AppState, prefix: str) -> dict[str, Any] | None:
     return json.loads(payload) if row else None
 
 
-async def authenticate(request: Request, state: AppState) -> Principal:
-    """Resolve the caller's key to a :class:`Principal`, then apply its request-rate limit."""
+async def authenticate(request: Request, state: AppState, *, rate_limit: bool = True) -> Principal:
+    """Resolve the caller's key to a :class:`Principal`, then apply its request-rate limit.
+
+    The gateway passes ``rate_limit=False``: its admission script counts requests itself, in the
+    same Redis round trip as token limits and budgets.
+    """
     cached = request.scope.get("nexus.principal")
     if isinstance(cached, Principal):
         return cached
@@ -74,7 +78,11 @@ async def authenticate(request: Request, state: AppState) -> Principal:
         expires_at=expires_at,
         rate_limit_per_minute=record["rate_limit_per_minute"],
         user_id=uuid.UUID(record["user_id"]) if record["user_id"] else None,
+        extra={k: str(v) for k, v in (record.get("limits") or {}).items() if v is not None},
     )
+    request.scope["nexus.principal"] = principal
+    if not rate_limit:
+        return principal
     limit = principal.rate_limit_per_minute or state.settings.api.rate_limit_per_minute
     decision = await RateLimiter(state.redis).hit(f"key:{principal.key_id}", limit)
     if not decision.allowed:

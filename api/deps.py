@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -14,6 +14,9 @@ from temporalio.client import Client
 from core.config import Settings
 from core.errors import Unavailable
 from core.identity import Principal
+
+if TYPE_CHECKING:
+    from api.gateway.service import Gateway
 
 
 @dataclass
@@ -25,6 +28,7 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     temporal: Client | None  # None only while Temporal is unreachable at startup
+    gateway: Gateway | None = None  # the model gateway (catalog, providers, log writer)
 
 
 def get_state(request: Request) -> AppState:

@@ -15,6 +15,17 @@ from core.errors import NexusError
 log = logging.getLogger("nexus.api")
 
 PROBLEM = "application/problem+json"
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages")
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -53,6 +64,14 @@ def problem(
         if request_id:
             body["request_id"] = request_id
     body.update(extra)
+    if request is not None and request.url.path.startswith(OPENAI_PATHS):
+        # OpenAI SDKs read ``error``; problem+json allows extension members, so carry both.
+        body["error"] = {
+            "message": detail or title,
+            "type": _OPENAI_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": code,
+        }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -76,8 +95,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # OpenAI and Anthropic answer malformed or unknown parameters with 400; their SDKs expect it.
+        status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
         return problem(
-            422,
+            status,
             "validation_error",
             "Request validation failed",
             "the request body or parameters do not match the schema",

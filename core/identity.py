@@ -37,6 +37,7 @@ class Permission(StrEnum):
     audit_read = "audit:read"
     approvals_decide = "approvals:decide"
     codec = "codec:use"
+    tenant_settings = "tenant:settings"  # budgets, gateway limits, content logging
 
 
 _ALL = frozenset(Permission)

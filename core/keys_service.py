@@ -90,6 +90,15 @@ async def find_key(session: AsyncSession, tenant_id: str, key_id: uuid.UUID) -> 
     return key
 
 
+TENANT_LIMIT_FIELDS = ("tenant_rpm", "tenant_tpm", "key_tpm", "log_content")
+
+
+def tenant_limits(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The gateway limits and flags a tenant's settings set (see ``TenantSettings`` in the API)."""
+    settings = settings or {}
+    return {name: settings[name] for name in TENANT_LIMIT_FIELDS if settings.get(name) is not None}
+
+
 def cache_record(key: ApiKey, tenant: Tenant) -> bytes:
     """What the auth path caches in Redis for a key (the hash, never the secret)."""
     record: dict[str, Any] = {
@@ -104,6 +113,7 @@ def cache_record(key: ApiKey, tenant: Tenant) -> bytes:
         "tenant_disabled": tenant.disabled_at is not None,
         "rate_limit_per_minute": key.rate_limit_per_minute,
         "user_id": str(key.user_id) if key.user_id else None,
+        "limits": tenant_limits(tenant.settings),
     }
     return json.dumps(record).encode()
 

@@ -34,6 +34,8 @@ from core.config import Settings  # noqa: E402
 from core.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
 
 @pytest.fixture(scope="session")
 def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -68,7 +70,37 @@ def temporal_port(stack_dir: Path) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def settings(stack_dir: Path, pg_port: int, redis_port: int, temporal_port: int) -> Settings:
+def simulator_port(stack_dir: Path) -> Iterator[int]:
+    """The provider simulator (real HTTP, default scenario) in its own process."""
+    import sys
+
+    from cli.embedded import ServerSpec, port_open
+
+    port = free_port()
+    spec = ServerSpec(
+        name="simulator",
+        argv=[
+            sys.executable,
+            "-m",
+            "core.simulator",
+            "--port",
+            str(port),
+            "--scenario",
+            str(FIXTURES / "gateway_scenario.yaml"),
+        ],
+        port=port,
+        log=stack_dir / "simulator.log",
+        ready=lambda: port_open(port),
+    )
+    proc = start_server(spec)
+    yield port
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def settings(
+    stack_dir: Path, pg_port: int, redis_port: int, temporal_port: int, simulator_port: int
+) -> Settings:
     home = stack_dir / "home"
     home.mkdir(exist_ok=True)
     return Settings(
@@ -81,8 +113,10 @@ def settings(stack_dir: Path, pg_port: int, redis_port: int, temporal_port: int)
             "temporal": temporal_port,
             "api": free_port(),
             "temporal_ui": 0,
+            "simulator": simulator_port,
         },  # type: ignore[arg-type]
         api={"rate_limit_per_minute": 100_000},  # type: ignore[arg-type]
+        providers={"catalog_path": FIXTURES / "gateway_catalog.yaml"},  # type: ignore[arg-type]
     )
 
 
