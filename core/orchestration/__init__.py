@@ -1,0 +1,1 @@
+"""NEXUS orchestration: plans, routing, budgets and synthesis (pure logic; the workflow drives it)."""
