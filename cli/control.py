@@ -21,8 +21,10 @@ from cli.runtime import (
     read_state,
     same_process,
     start_time,
+    terminate_group,
 )
-from cli.stack import child_env, terminate_group
+from cli.simulator import SimulatorPlan
+from cli.stack import child_env
 from core.config import Settings
 
 
@@ -44,8 +46,12 @@ def _log_sizes(paths: StackPaths) -> dict[str, int]:
     }
 
 
-def up_detached(settings: Settings) -> int:
-    """Run the supervisor in a new session; return once the stack is healthy (or failed)."""
+def up_detached(settings: Settings, simulator: SimulatorPlan) -> int:
+    """Run the supervisor in a new session; return once the stack is healthy (or failed).
+
+    Ports reach it through the environment (so it decides "auto" for the simulator as we did);
+    an explicit ``--simulator/--no-simulator`` and the scenario through its command line.
+    """
     paths = StackPaths(settings.home)
     if is_locked(paths):
         pid = read_pid(paths, "supervisor")
@@ -57,10 +63,15 @@ def up_detached(settings: Settings) -> int:
         return 1
     paths.logs.mkdir(parents=True, exist_ok=True)
     sizes = _log_sizes(paths)  # on failure, show only what this attempt wrote
+    argv = [sys.executable, "-m", "cli.main", "up"]
+    if simulator.forced:
+        argv += ["--simulator" if simulator.enabled else "--no-simulator"]
+    if simulator.scenario is not None:
+        argv += ["--simulator-scenario", str(simulator.scenario)]
     read_fd, write_fd = os.pipe()
     with paths.log("supervisor").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "up", "--supervise-fd", str(write_fd)],
+            [*argv, "--supervise-fd", str(write_fd)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -132,6 +143,7 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
         "postgres": f"postgresql://127.0.0.1:{settings.ports.postgres}/nexus",
         "redis": f"redis://127.0.0.1:{settings.ports.redis}/0",
         "temporal": f"{info.get('Temporal', settings.temporal.address)}  UI {info.get('Temporal UI', '')}",
+        "simulator": f"http://127.0.0.1:{settings.ports.simulator}",
         "worker": info.get("Worker metrics", ""),
         "api": info.get("API", settings.api.public_url),
     }
@@ -139,6 +151,9 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
         ports = state["ports"]
         urls["postgres"] = f"postgresql://127.0.0.1:{ports['postgres']}/nexus"
         urls["redis"] = f"redis://127.0.0.1:{ports['redis']}/0"
+        urls["simulator"] = f"http://127.0.0.1:{ports.get('simulator', settings.ports.simulator)}"
+    # A simulator the running stack chose not to start is "off": not counted as down.
+    simulator = (state or {}).get("simulator") or {}
     rows = [
         {
             "component": "supervisor",
@@ -146,14 +161,16 @@ def status_rows(settings: Settings) -> list[dict[str, Any]]:
             "pid": pid,
             "url": str(paths.home),
             "healthy": None,
+            "enabled": True,
         }
     ]
     for name in COMPONENTS:
         pid = read_pid(paths, name)
         healthy = component_healthy(name, state) if (state and pid) else None
-        rows.append(
-            {"component": name, "up": pid is not None, "pid": pid, "url": urls[name], "healthy": healthy}
-        )
+        enabled = not (name == "simulator" and pid is None and simulator.get("enabled") is False)
+        url = urls[name] if enabled else f"not started: {simulator.get('reason', '')}"
+        row = {"component": name, "up": pid is not None, "pid": pid, "url": url, "healthy": healthy}
+        rows.append({**row, "enabled": enabled})
     return rows
 
 

@@ -1,6 +1,7 @@
 """The ``nexus`` command.
 
 Embedded stack (one machine, no Docker): ``up``, ``down``, ``status``, ``logs``.
+Provider simulator on its own: ``simulate``.
 Production processes: ``api``, ``worker`` (against whatever the settings point to).
 Operations: ``migrate``, ``keys create``, ``audit verify``.
 """
@@ -33,6 +34,12 @@ app.add_typer(audit_app, name="audit")
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="State directory (default: $NEXUS_HOME or ./.nexus).")
+]
+ScenarioOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--scenario", exists=True, dir_okay=False, help="Simulator scenario YAML (default: the packaged one)."
+    ),
 ]
 
 
@@ -72,11 +79,27 @@ def up(
     postgres_port: Annotated[int | None, typer.Option(help="PostgreSQL port.")] = None,
     redis_port: Annotated[int | None, typer.Option(help="Valkey (Redis) port.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Worker Prometheus port.")] = None,
+    simulator: Annotated[
+        bool | None,
+        typer.Option(
+            "--simulator/--no-simulator",
+            help="Run the provider simulator (sim-* models). Default: only when no provider API key is set.",
+            show_default=False,
+        ),
+    ] = None,
+    simulator_port: Annotated[int | None, typer.Option(help="Provider simulator port.")] = None,
+    simulator_scenario: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Simulator scenario YAML (default: the packaged one)."
+        ),
+    ] = None,
     home: HomeOpt = None,
     supervise_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Start the embedded stack (Postgres, Valkey, Temporal, worker, API) and supervise it."""
+    """Start the embedded stack (Postgres, Valkey, Temporal, simulator, worker, API) and supervise it."""
     from cli.runtime import StackLocked
+    from cli.simulator import plan_simulator
     from cli.stack import Reporter, Supervisor
 
     settings = load_settings(
@@ -87,11 +110,13 @@ def up(
         postgres=postgres_port,
         redis=redis_port,
         worker_metrics=metrics_port,
+        simulator=simulator_port,
     )
+    plan = plan_simulator(settings, simulator, simulator_scenario.resolve() if simulator_scenario else None)
     if detach:
         from cli.control import up_detached
 
-        raise typer.Exit(up_detached(settings))
+        raise typer.Exit(up_detached(settings, plan))
     _supervisor_logging(settings, detached=supervise_fd is not None)
     reporter: Reporter
     if supervise_fd is not None:
@@ -104,7 +129,7 @@ def up(
         reporter = ConsoleReporter()
         console.print(f"Starting NexusAI in {settings.home} …")
     try:
-        code = Supervisor(settings, reporter).run()
+        code = Supervisor(settings, reporter, plan).run()
     except StackLocked as exc:
         reporter.emit({"type": "error", "message": str(exc)})
         raise typer.Exit(1) from None
@@ -126,7 +151,7 @@ def status(
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show each component: up/down, pid, URL, health. Exit 1 unless everything is up and healthy."""
+    """Show each component: up/down/off, pid, URL, health. Exit 1 unless all that is on is healthy."""
     from cli.control import status_rows
     from cli.render import print_status
 
@@ -135,7 +160,7 @@ def status(
         print(json.dumps(rows))
     else:
         print_status(rows)
-    all_up = all(r["up"] and r["healthy"] is not False for r in rows)
+    all_up = all(r["up"] and r["healthy"] is not False for r in rows if r["enabled"])
     raise typer.Exit(0 if all_up else 1)
 
 
@@ -143,7 +168,9 @@ def status(
 def logs(
     component: Annotated[
         str | None,
-        typer.Argument(help="supervisor, postgres, redis, temporal, worker or api (default: all)."),
+        typer.Argument(
+            help="supervisor, postgres, redis, temporal, simulator, worker or api (default: all)."
+        ),
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show first.")] = 50,
@@ -180,6 +207,24 @@ def worker(
     from cli.ops import exit_now, run_worker
 
     exit_now(run_worker(load_settings(), queue))
+
+
+@app.command()
+def simulate(
+    port: Annotated[int | None, typer.Option(help="Port [NEXUS_PORTS__SIMULATOR].")] = None,
+    scenario: ScenarioOpt = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Run the provider simulator (OpenAI, Anthropic, Gemini wire protocols) in the foreground."""
+    from cli.embedded import port_open
+    from cli.simulator import run_simulator
+
+    if port is None:
+        port = load_settings().ports.simulator
+    if port_open(port, "127.0.0.1" if host in ("0.0.0.0", "::", "") else host):
+        err_console.print(f"[red]port {port} is already in use[/]: pass --port or set NEXUS_PORTS__SIMULATOR")
+        raise typer.Exit(1)
+    run_simulator(host, port, scenario.resolve() if scenario else None)
 
 
 @app.command()

@@ -114,7 +114,7 @@ def print_status(rows: list[dict[str, Any]]) -> None:
     for column in ("component", "state", "pid", "url", "health"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        state = "[green]up[/]" if row["up"] else "[red]down[/]"
+        state = "[green]up[/]" if row["up"] else "[red]down[/]" if row.get("enabled", True) else "[dim]off[/]"
         health = {True: "[green]healthy[/]", False: "[red]unhealthy[/]", None: "-"}[row["healthy"]]
         table.add_row(row["component"], state, str(row["pid"] or "-"), row["url"], health)
     console.print(table)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -28,8 +31,9 @@ import httpx
 
 from cli.embedded import port_open, venv_bin
 
-# Start order; the supervisor stops in reverse (api and worker first, postgres last).
-COMPONENTS = ("postgres", "redis", "temporal", "worker", "api")
+# Start order; the supervisor stops in reverse (api and worker first, postgres last). The
+# simulator is optional: ``nexus up`` runs it only when no real provider key is configured.
+COMPONENTS = ("postgres", "redis", "temporal", "simulator", "worker", "api")
 
 
 class StackLocked(RuntimeError):
@@ -100,6 +104,22 @@ def start_time(pid: int) -> str | None:
     return _start_time(pid)
 
 
+def terminate_group(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL it if still there after ``timeout_s``."""
+    started = _start_time(pid)
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        # A zombie leader counts as gone: whoever adopted it reaps it, we cannot.
+        while time.monotonic() < deadline:
+            if not same_process(pid, started):
+                return
+            time.sleep(0.05)
+
+
 def clear_pid(paths: StackPaths, component: str) -> None:
     paths.pidfile(component).unlink(missing_ok=True)
 
@@ -152,6 +172,14 @@ def read_state(paths: StackPaths) -> dict[str, Any] | None:
 def api_ready(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def simulator_ready(port: int) -> bool:
+    """The provider simulator answers ``GET /health``."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -227,6 +255,8 @@ def component_healthy(component: str, state: dict[str, Any]) -> bool:
         return port_open(ports["redis"])
     if component == "temporal":
         return _temporal_ready(ports["temporal"])
+    if component == "simulator":
+        return simulator_ready(ports["simulator"])
     if component == "worker":
         return worker_ready(
             ports["worker_metrics"], ports["temporal"], state["task_queue"], state.get("namespace", "default")

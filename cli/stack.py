@@ -1,8 +1,9 @@
 """The ``nexus up`` supervisor: runs the embedded stack as child processes and keeps it running.
 
-Start order: PostgreSQL, Valkey and Temporal (spawned together, each awaited on its own health
-check), then the database and migrations, the first-start bootstrap (platform tenant + owner
-key), then the worker and the API. SIGINT/SIGTERM stop everything in reverse order.
+Start order: PostgreSQL, Valkey, Temporal and (when no real provider key is configured) the
+provider simulator, spawned together, each awaited on its own health check; then the database
+and migrations, the first-start bootstrap (platform tenant + owner key), then the worker and
+the API. SIGINT/SIGTERM stop everything in reverse order.
 
 Restart policy: a child that exits while the stack runs is restarted after 1, 2, 4, 8, 16 s;
 a child that stayed up for 60 s has its count reset. After 5 failed restarts in a row the
@@ -41,10 +42,12 @@ from cli.runtime import (
     api_ready,
     clear_pid,
     read_pid,
+    terminate_group,
     worker_ready,
     write_pid,
     write_state,
 )
+from cli.simulator import SimulatorPlan, embedded_url, simulator_spec
 from core.config import Settings
 
 log = logging.getLogger("nexus.supervisor")
@@ -80,10 +83,13 @@ class Component:
     failures: int = 0
 
 
-def child_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a child process resolve the same home and ports as the supervisor."""
+def child_env(settings: Settings, simulator: bool = False) -> dict[str, str]:
+    """Environment that makes a child process resolve the same home and ports as the supervisor.
+
+    With ``simulator``, the children's ``sim-*`` models point at the embedded simulator.
+    """
     p = settings.ports
-    return {
+    env = {
         "NEXUS_HOME": str(settings.home),
         "NEXUS_PORTS__API": str(p.api),
         "NEXUS_PORTS__TEMPORAL": str(p.temporal),
@@ -91,11 +97,15 @@ def child_env(settings: Settings) -> dict[str, str]:
         "NEXUS_PORTS__POSTGRES": str(p.postgres),
         "NEXUS_PORTS__REDIS": str(p.redis),
         "NEXUS_PORTS__WORKER_METRICS": str(p.worker_metrics),
+        "NEXUS_PORTS__SIMULATOR": str(p.simulator),
         "PYTHONUNBUFFERED": "1",
     }
+    if simulator:
+        env["NEXUS_PROVIDERS__SIMULATOR_URL"] = embedded_url(settings)
+    return env
 
 
-def stack_info(settings: Settings) -> dict[str, str]:
+def stack_info(settings: Settings, simulator: bool = False) -> dict[str, str]:
     """The URLs printed by ``nexus up`` and ``nexus status``."""
     api = settings.api.public_url.rstrip("/")
     info = {
@@ -105,17 +115,20 @@ def stack_info(settings: Settings) -> dict[str, str]:
         "API metrics": f"{api}/metrics",
         "Worker metrics": f"http://127.0.0.1:{settings.ports.worker_metrics}/metrics",
         "Temporal": settings.temporal.address,
-        "Home": str(settings.home),
     }
+    if simulator:
+        info["Provider simulator"] = f"{embedded_url(settings)}  (simulated models sim-*)"
+    info["Home"] = str(settings.home)
     return info
 
 
 class Supervisor:
     """Owns the child processes of one stack (one ``$NEXUS_HOME``)."""
 
-    def __init__(self, settings: Settings, reporter: Reporter) -> None:
+    def __init__(self, settings: Settings, reporter: Reporter, simulator: SimulatorPlan) -> None:
         self.settings = settings
         self.reporter = reporter
+        self.simulator = simulator
         self.paths = StackPaths(settings.home)
         self.stop = threading.Event()
         self.components = self._components()
@@ -128,6 +141,8 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
         write_pid(self.paths, "supervisor", os.getpid())
+        if not self.simulator.enabled:
+            self.reporter.emit({"type": "note", "text": f"provider simulator off: {self.simulator.reason}"})
         try:
             self._reap_orphans()
             self._check_ports()
@@ -146,7 +161,8 @@ class Supervisor:
             "ports": self.settings.ports.model_dump(),
             "task_queue": self.settings.temporal.task_queue,
             "namespace": self.settings.temporal.namespace,
-            "info": stack_info(self.settings),
+            "simulator": {"enabled": self.simulator.enabled, "reason": self.simulator.reason},
+            "info": stack_info(self.settings, self.simulator.enabled),
         }
         write_state(self.paths, state)
         log.info("stack ready (home %s)", self.paths.home)
@@ -158,7 +174,7 @@ class Supervisor:
         return code
 
     def _start_all(self) -> str | None:
-        infra = [self.components[n] for n in ("postgres", "redis", "temporal")]
+        infra = [c for n, c in self.components.items() if n in ("postgres", "redis", "temporal", "simulator")]
         for comp in infra:
             self._spawn(comp)
         for comp in infra:
@@ -212,7 +228,7 @@ class Supervisor:
     def _components(self) -> dict[str, Component]:
         s, paths = self.settings, self.paths
         home, p = s.home, s.ports
-        env = {**child_env(s)}
+        env = child_env(s, simulator=self.simulator.enabled)
 
         def app(name: str, ready: Callable[[], bool], url: str) -> Callable[[], ServerSpec]:
             argv = [sys.executable, "-m", "cli.main", name]
@@ -240,6 +256,13 @@ class Supervisor:
             ),
             "api": (app("api", lambda: api_ready(p.api), s.api.public_url), APP_TIMEOUT_S),
         }
+        if self.simulator.enabled:
+            plan = self.simulator
+            specs["simulator"] = (
+                lambda: simulator_spec(plan, p.simulator, paths.log("simulator"), env),
+                INFRA_TIMEOUT_S,
+            )
+        specs = {name: specs[name] for name in COMPONENTS if name in specs}
         return {name: Component(name, make, timeout) for name, (make, timeout) in specs.items()}
 
     def _spawn(self, comp: Component) -> None:
@@ -273,8 +296,7 @@ class Supervisor:
     def _watch(self) -> int:
         """Poll children until a stop signal; restart the ones that die (bounded backoff)."""
         while not self.stop.wait(0.5):
-            for name in COMPONENTS:
-                comp = self.components[name]
+            for name, comp in self.components.items():
                 if comp.proc is None:
                     continue
                 if comp.proc.poll() is None:
@@ -313,8 +335,8 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         for name in reversed(COMPONENTS):
-            comp = self.components[name]
-            if comp.proc is not None and comp.proc.poll() is None:
+            comp = self.components.get(name)
+            if comp is not None and comp.proc is not None and comp.proc.poll() is None:
                 self.reporter.emit({"type": "stopping", "step": name})
                 log.info("stopping %s (pid %s)", name, comp.proc.pid)
                 stop_process(comp.proc, timeout_s=20.0)
@@ -344,26 +366,10 @@ class Supervisor:
             "redis": (p.redis, "--redis-port"),
             "worker_metrics": (p.worker_metrics, "--metrics-port"),
         }
+        if self.simulator.enabled:
+            flags["simulator"] = (p.simulator, "--simulator-port")
         for name, (port, flag) in flags.items():
             if port > 0 and port_open(port):
                 raise StartupFailed(
                     f"port {port} ({name}) is already in use: pass {flag} or set NEXUS_PORTS__{name.upper()}"
                 )
-
-
-def terminate_group(pid: int, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL it if still there after ``timeout_s``."""
-    from cli.runtime import same_process, start_time
-
-    started = start_time(pid)
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        # A zombie leader counts as gone: whoever adopted it reaps it, we cannot.
-        while time.monotonic() < deadline:
-            if not same_process(pid, started):
-                return
-            time.sleep(0.05)

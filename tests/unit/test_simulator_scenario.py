@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("name", ["default.yaml", "consensus.yaml"])
 def test_example_scenarios_validate(name: str) -> None:
-    scenario = load_scenario(REPO / "sim" / "scenarios" / name)
+    scenario = load_scenario(REPO / "core" / "simulator" / "scenarios" / name)
     assert scenario.models
 
 
