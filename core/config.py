@@ -78,6 +78,15 @@ class ApiSettings(BaseModel):
     )
 
 
+class WorkerSettings(BaseModel):
+    """The worker process."""
+
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Bind address of the worker's Prometheus endpoint (0.0.0.0 to scrape from other hosts).",
+    )
+
+
 class SecuritySettings(BaseModel):
     """Secrets. In dev mode missing ones are generated once and kept in $NEXUS_HOME/secrets.json."""
 
@@ -110,6 +119,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -54,11 +54,12 @@ def build_worker(
 
 
 def install_metrics_runtime(settings: Settings) -> None:
-    """Expose SDK metrics for Prometheus on 127.0.0.1:``ports.worker_metrics`` (0 disables)."""
+    """Expose SDK metrics for Prometheus on ``worker.metrics_host:ports.worker_metrics`` (0 disables)."""
     port = settings.ports.worker_metrics
     if port <= 0:
         return
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+    address = f"{settings.worker.metrics_host}:{port}"
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
     Runtime.set_default(runtime, error_if_already_set=False)
 
 
