@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from api import errors
 from api.deps import AppState
+from api.gateway import anthropic_routes
 from api.gateway import routes as gateway_routes
 from api.gateway.routes import build_gateway
 from api.middleware import install_middleware
@@ -64,7 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     install_middleware(app, settings)
     app.include_router(health.router)
-    for module in (tenants, users, keys, audit, runs, probes, gateway_routes, gateway_admin):
+    for module in (
+        tenants,
+        users,
+        keys,
+        audit,
+        runs,
+        probes,
+        gateway_routes,
+        anthropic_routes,
+        gateway_admin,
+    ):
         app.include_router(module.router, prefix="/v1")
     app.include_router(codec.router)
     return app

@@ -58,18 +58,20 @@ def get_gateway(state: StateDep) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def _request_id(request: Request) -> str:
+def request_id_of(request: Request) -> str:
     rid = request.scope.get("state", {}).get("request_id")
     return str(rid) if rid else uuid.uuid4().hex
 
 
-def _cache_flags(header: str | None) -> tuple[bool, bool]:
+def cache_flags(header: str | None) -> tuple[bool, bool]:
     """``X-Nexus-Cache: use`` (deterministic requests only) or ``force``; absent = no cache."""
     value = (header or "").strip().lower()
     return value in ("use", "force", "true", "1"), value == "force"
 
 
-def _headers(model_id: str, provider: str, simulated: bool, cache_hit: bool | None = None) -> dict[str, str]:
+def gateway_headers(
+    model_id: str, provider: str, simulated: bool, cache_hit: bool | None = None
+) -> dict[str, str]:
     headers = {"x-nexus-model": model_id, "x-nexus-provider": provider}
     if simulated:
         headers["x-nexus-simulated"] = "true"
@@ -107,8 +109,8 @@ async def chat_completions(
     service.require_chat_scope(principal)
     normalised = wire.to_chat_request(body, body.model)
     ctx = service.candidates_for(gw, principal, body.model, normalised)
-    ctx.request_id = _request_id(request)
-    use_cache, force_cache = _cache_flags(x_nexus_cache)
+    ctx.request_id = request_id_of(request)
+    use_cache, force_cache = cache_flags(x_nexus_cache)
     try:
         if not body.stream:
             resp, model, hit = await service.chat(
@@ -118,7 +120,7 @@ async def chat_completions(
             return Response(
                 wire.completion_json(resp, served, ctx.request_id, FINGERPRINT),
                 media_type="application/json",
-                headers=_headers(served, resp.provider, bool(model and model.simulated), hit),
+                headers=gateway_headers(served, resp.provider, bool(model and model.simulated), hit),
             )
         ctx.stream = True
         opened = await service.open_stream(gw, ctx, normalised)
@@ -130,7 +132,7 @@ async def chat_completions(
         _sse(gw, ctx, opened, writer, include_usage, normalised),
         media_type="text/event-stream",
         headers={
-            **_headers(opened.model.id, opened.model.provider, opened.model.simulated),
+            **gateway_headers(opened.model.id, opened.model.provider, opened.model.simulated),
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         },
@@ -181,7 +183,7 @@ async def embeddings(
 ) -> Response:
     service.require_chat_scope(principal)
     ctx = service.candidates_for(gw, principal, body.model, None)
-    ctx.request_id = _request_id(request)
+    ctx.request_id = request_id_of(request)
     try:
         resp, model = await service.embed(gw, ctx, wire.to_embedding_request(body, body.model))
     except ProviderError as err:
@@ -189,7 +191,7 @@ async def embeddings(
     return Response(
         wire.embeddings_json(resp, model.id, body.encoding_format),
         media_type="application/json",
-        headers=_headers(model.id, model.provider, model.simulated),
+        headers=gateway_headers(model.id, model.provider, model.simulated),
     )
 
 
