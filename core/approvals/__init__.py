@@ -1,0 +1,1 @@
+"""Human-in-the-loop approvals: requests, decisions, escalation, notifications."""

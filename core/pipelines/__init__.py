@@ -1,0 +1,1 @@
+"""Pipelines: versioned definitions of steps run as one durable workflow with saga compensations."""
