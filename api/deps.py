@@ -31,7 +31,7 @@ class AppState:
     gateway: Gateway | None = None  # the model gateway (catalog, providers, log writer)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.nexus
     return state
 
@@ -58,7 +58,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_redis(state: StateDep) -> Redis:
+async def get_redis(state: StateDep) -> Redis:
     return state.redis
 
 

@@ -6,7 +6,7 @@ import argparse
 import platform
 import time
 
-from bench import cold_start, probe_overhead
+from bench import cold_start, gateway, probe_overhead
 
 
 def main() -> None:
@@ -19,6 +19,8 @@ def main() -> None:
     cold_start.run(args.rounds)
     print("\n== probe overhead (API vs bare Temporal client) ==")
     probe_overhead.run(args.runs)
+    print("\n== gateway overhead (direct vs NexusAI vs LiteLLM, wrk) ==")
+    gateway.run()
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ async def gateway_principal(request: Request, state: StateDep) -> Principal:
 GatewayPrincipal = Annotated[Principal, Depends(gateway_principal)]
 
 
-def get_gateway(state: StateDep) -> Gateway:
+async def get_gateway(state: StateDep) -> Gateway:
     if state.gateway is None:
         raise Unavailable("the gateway is not configured")
     return state.gateway
@@ -242,13 +242,12 @@ def build_gateway(state: AppState) -> Gateway:
     from core.gateway.logs import InferenceLogWriter
     from core.providers.catalog import Catalog
     from core.providers.registry import ProviderRegistry
+    from core.providers.transport import AiohttpTransport
 
     settings = state.settings
     catalog = Catalog.load(settings.providers)
     http = httpx.AsyncClient(
-        timeout=settings.providers.timeouts.httpx_timeout(),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        trust_env=False,
+        transport=AiohttpTransport(), timeout=settings.providers.timeouts.httpx_timeout(), trust_env=False
     )
     writer = InferenceLogWriter(state.sessions, state.redis)
     writer.start()

@@ -51,7 +51,7 @@ def _cors(request: Request, state: AppState, response: Response) -> Response:
 @router.options("/codec/{operation}", include_in_schema=False)
 async def preflight(operation: str, request: Request) -> Response:
     """CORS preflight from the Temporal UI (no credentials are sent on a preflight)."""
-    state = get_state(request)
+    state = await get_state(request)
     response = Response(status_code=204)
     if operation in ("encode", "decode"):
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
@@ -61,7 +61,7 @@ async def preflight(operation: str, request: Request) -> Response:
 
 
 async def _run(request: Request, operation: str) -> Response:
-    state = get_state(request)
+    state = await get_state(request)
     try:
         principal = await get_principal(request, state)
         principal.require(Permission.codec)

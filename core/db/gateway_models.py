@@ -77,4 +77,4 @@ class InferenceLog(Base):
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     # Prompt and answer, only when the tenant enabled content logging.
-    content: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
-from sqlalchemy import null, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -79,9 +79,8 @@ class InferenceRecord:
 
     def row(self) -> dict[str, Any]:
         """Column values for the INSERT (SQL NULL, not JSON null, when there is no content)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["content"] = null() if self.content is None else self.content
-        return values
+        # The column is JSONB(none_as_null=True): None is stored as SQL NULL.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def public(self) -> dict[str, Any]:
         """The record as JSON-ready data without its content (what the live tail shows)."""
@@ -104,6 +103,9 @@ class InferenceRecord:
             "cache_hit": self.cache_hit,
             "created_at": self.created_at.astimezone(dt.UTC).isoformat(),
         }
+
+
+_INSERT = insert(InferenceLog).on_conflict_do_nothing(index_elements=["request_id"])
 
 
 class InferenceLogWriter:
@@ -208,15 +210,12 @@ class InferenceLogWriter:
                 log.exception("inference log flush failed")
 
     async def _write(self, batch: list[InferenceRecord]) -> None:
-        stmt = (
-            insert(InferenceLog)
-            .values([record.row() for record in batch])
-            .on_conflict_do_nothing(index_elements=["request_id"])
-        )
+        rows = [record.row() for record in batch]
         for attempt in range(self._max_attempts):
             try:
                 async with self._sessions() as session, session.begin():
-                    await session.execute(stmt)
+                    # One cached statement, executemany (batched VALUES by the driver dialect).
+                    await session.execute(_INSERT, rows)
                 break
             except Exception as exc:
                 if attempt + 1 == self._max_attempts:

@@ -25,6 +25,7 @@ from core.providers.errors import ErrorKind, ProviderError  # noqa: E402
 from core.providers.registry import ProviderRegistry  # noqa: E402
 from core.providers.settings import ProvidersSettings, ProviderTimeouts  # noqa: E402
 from core.providers.sse import collect_stream  # noqa: E402
+from core.providers.transport import AiohttpTransport  # noqa: E402
 from core.providers.types import (  # noqa: E402
     ChatRequest,
     EmbeddingRequest,
@@ -60,10 +61,24 @@ async def sim_url() -> AsyncIterator[str]:
     await task
 
 
+TRANSPORT = {"kind": "httpx"}
+
+
+@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every adapter test runs over httpx's own transport and over the gateway's aiohttp one."""
+    TRANSPORT["kind"] = request.param
+    return str(request.param)
+
+
 def registry(sim_url: str, fail: str | None = None) -> ProviderRegistry:
     settings = ProvidersSettings(simulator_url=sim_url, timeouts=ProviderTimeouts(read_s=1.0, request_s=3.0))
     headers = {"x-sim-fail": fail} if fail else {}
-    return ProviderRegistry(Catalog.load(settings), settings, httpx.AsyncClient(headers=headers))
+    transport = AiohttpTransport() if TRANSPORT["kind"] == "aiohttp" else None
+    client = httpx.AsyncClient(
+        headers=headers, transport=transport, timeout=settings.timeouts.httpx_timeout()
+    )
+    return ProviderRegistry(Catalog.load(settings), settings, client)
 
 
 def ask(model: str, **extra: Any) -> ChatRequest:
