@@ -15,7 +15,7 @@ from api.gateway import anthropic_routes
 from api.gateway import routes as gateway_routes
 from api.gateway.routes import build_gateway
 from api.middleware import install_middleware
-from api.routes import audit, codec, gateway_admin, health, keys, probes, runs, tenants, users
+from api.routes import audit, codec, gateway_admin, health, keys, nexus, probes, runs, tenants, users
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         runs,
         probes,
+        nexus,
         gateway_routes,
         anthropic_routes,
         gateway_admin,

@@ -10,17 +10,22 @@ import signal
 import sys
 from datetime import timedelta
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.llm import LlmActivities
+from activities.orchestration import OrchestrationActivities
 from activities.probe import ProbeActivities
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
+from core.providers import Catalog, ProviderRegistry
 from core.temporal.client import connect
+from workflows.orchestrate import OrchestrationWorkflow
 from workflows.probe import ProbeWorkflow
 
 log = logging.getLogger("nexus.worker")
@@ -34,13 +39,20 @@ def build_worker(
     sessions: async_sessionmaker[AsyncSession],
     redis: Redis,
     task_queue: str,
+    registry: ProviderRegistry | None = None,
 ) -> Worker:
-    """A worker on ``task_queue`` serving the Probe workflow and its bound activities."""
+    """A worker on ``task_queue`` serving the Probe and Orchestration workflows and their bound
+    activities. ``registry`` defaults to one over the settings' catalog with its own HTTP client
+    (pass the process's shared one in production, see :func:`run_worker`)."""
     probe = ProbeActivities(sessions, redis, settings)
+    if registry is None:
+        registry = make_registry(settings, make_http_client(settings))
+    llm = LlmActivities(registry, registry.catalog, sessions, redis)
+    orchestration = OrchestrationActivities(llm)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ProbeWorkflow],
+        workflows=[ProbeWorkflow, OrchestrationWorkflow],
         activities=[
             probe.probe_postgres,
             probe.probe_redis,
@@ -48,9 +60,30 @@ def build_worker(
             probe.record_probe_samples,
             probe.publish_run_event,
             probe.finish_run,
+            llm.call_llm,
+            llm.embed_texts,
+            orchestration.load_models,
+            orchestration.plan_task,
+            orchestration.prepare_subtask,
+            orchestration.run_consensus,
+            orchestration.synthesize,
         ],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
     )
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The provider HTTP client of a worker process (no proxies from the environment)."""
+    return httpx.AsyncClient(
+        timeout=settings.providers.timeouts.httpx_timeout(),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        trust_env=False,
+    )
+
+
+def make_registry(settings: Settings, http: httpx.AsyncClient) -> ProviderRegistry:
+    """The provider registry over the settings' catalog."""
+    return ProviderRegistry(Catalog.load(settings.providers), settings.providers, http)
 
 
 def install_metrics_runtime(settings: Settings) -> None:
@@ -68,6 +101,7 @@ async def run_worker(settings: Settings, queues: list[str] | None = None) -> Non
     install_metrics_runtime(settings)
     engine = make_engine(settings.database)
     redis = Redis.from_url(settings.redis.url, decode_responses=False)
+    http = make_http_client(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -78,8 +112,9 @@ async def run_worker(settings: Settings, queues: list[str] | None = None) -> Non
     try:
         client = await connect(settings)
         sessions = make_sessionmaker(engine)
+        registry = make_registry(settings, http)
         workers = [
-            build_worker(client, settings, sessions, redis, queue)
+            build_worker(client, settings, sessions, redis, queue, registry)
             for queue in (queues or [settings.temporal.task_queue])
         ]
         async with contextlib.AsyncExitStack() as stack:
@@ -91,6 +126,7 @@ async def run_worker(settings: Settings, queues: list[str] | None = None) -> Non
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        await http.aclose()
         await redis.aclose()
         await engine.dispose()
         log.info("worker stopped")

@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import core.db.gateway_models  # noqa: F401  (registers the gateway tables on Base.metadata)
+import core.db.orchestration_models  # noqa: F401  (registers model_calls on Base.metadata)
 from core.db.models import Base
 
 config = context.config
