@@ -126,7 +126,11 @@ class OrchestrationActivities:
     @activity.defn(name="load_models")
     async def load_models(self, inp: LoadModelsInput) -> ModelsSnapshot:
         """The callable catalog models, recorded once in the history so routing replays identically."""
-        return ModelsSnapshot(models=self.llm.catalog.models)
+        models = self.llm.catalog.models
+        if inp.allowed is not None:
+            allowed = set(inp.allowed)
+            models = [m for m in models if m.id in allowed]
+        return ModelsSnapshot(models=models)
 
     @activity.defn(name="plan_task")
     async def plan_task(self, inp: PlanTaskInput) -> PlanTaskResult:

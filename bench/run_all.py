@@ -6,7 +6,7 @@ import argparse
 import platform
 import time
 
-from bench import cold_start, gateway, probe_overhead
+from bench import cold_start, consensus, gateway, probe_overhead
 
 
 def main() -> None:
@@ -21,6 +21,8 @@ def main() -> None:
     probe_overhead.run(args.runs)
     print("\n== gateway overhead (direct vs NexusAI vs LiteLLM, wrk) ==")
     gateway.run()
+    print("\n== consensus accuracy vs cost (simulator answer key) ==")
+    consensus.run()
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class OrchestrationWorkflow(SubtaskSteps):
             await self._event(inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy})
             snapshot = await workflow.execute_activity_method(
                 OrchestrationActivities.load_models,
-                LoadModelsInput(tenant_id=inp.tenant_id),
+                LoadModelsInput(tenant_id=inp.tenant_id, allowed=inp.allowed_models),
                 start_to_close_timeout=WRITE_TIMEOUT,
                 retry_policy=WRITE_RETRY,
             )

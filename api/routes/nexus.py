@@ -95,9 +95,12 @@ def _check_models(state: AppState, principal: Principal, body: NexusRunRequest) 
         entry = catalog.get(name)
         if body.regions is not None and entry.regions and not set(entry.regions) & set(body.regions):
             raise ValidationFailed(f"model {name!r} does not serve the allowed regions")
-    if principal.scopes is not None and not principal.allows_scope("models:*") and not body.models:
-        # Routing picks from the whole catalog; a key restricted to some models must name them.
-        raise ValidationFailed("this key may use only some models: name the panel in 'models'")
+
+
+def _allowed_models(state: AppState, principal: Principal) -> list[str] | None:
+    if principal.scopes is None or state.gateway is None:
+        return None
+    return [m.id for m in state.gateway.catalog.visible_to(principal.scopes)]
 
 
 def _url(wid: str) -> str:
@@ -158,6 +161,8 @@ async def start_nexus_run(
         task=task,
         **body.model_dump(exclude={"task", "panel"}, exclude_none=True),
         **({"panel": body.panel} if body.panel else {}),
+        # A scoped key's run routes only over the models the key may use.
+        allowed_models=_allowed_models(state, principal),
     )
     handle = await _start(temporal, wid, inp, principal, state.settings.temporal.task_queue)
     await repo.set_run_id(tenant, wid, handle.result_run_id)

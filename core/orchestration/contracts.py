@@ -124,6 +124,9 @@ class OrchestrationInput(BaseModel):
     skip_planning: bool = False
     strategy: Strategy = Strategy.adaptive
     models: list[str] | None = Field(None, description="Fixed panel (catalog ids) for every subtask.")
+    allowed_models: list[str] | None = Field(
+        None, description="The models the starting key may use (its scopes); routing never leaves them."
+    )
     panel: PanelPolicy = Field(default_factory=PanelPolicy)
     budget_usd: Decimal = Field(Decimal("1.00"), gt=0)
     confidence_target: float = Field(0.8, gt=0, le=1)

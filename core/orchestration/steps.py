@@ -98,6 +98,7 @@ class LoadModelsInput(BaseModel):
     """The catalog snapshot a run routes over (taken once, so replays route identically)."""
 
     tenant_id: str
+    allowed: list[str] | None = None  # the starting key's models; None = every callable model
 
 
 class ModelsSnapshot(BaseModel):

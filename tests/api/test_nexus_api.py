@@ -164,10 +164,8 @@ async def test_validation_unknown_field_unknown_model_and_scopes(
         404,
         "not_found",
     )
-    assert_problem(
-        await client.post("/v1/nexus/runs", json=body(models=None), headers=auth(scoped)),
-        422,
-        "validation_error",
-    )
+    # Without a named panel, a scoped key's run routes only over the models it may use.
+    started = await client.post("/v1/nexus/runs", json=body(models=None), headers=auth(scoped))
+    assert started.status_code == 202, started.text
     viewer = await make_key(tenant_id, role="viewer")
     assert_problem(await client.post("/v1/nexus/runs", json=body(), headers=auth(viewer)), 403, "forbidden")

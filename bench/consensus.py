@@ -1,0 +1,798 @@
+"""Consensus accuracy vs cost: best single model, fixed 3/5-model majority, weighted vote, adaptive.
+
+One run, one set of recorded answers for every strategy:
+
+1. Generate a few hundred questions (seeded): multiple choice A-D and short numeric answers. The
+   right option's letter is drawn per question, so it does not systematically sort first (the
+   vote breaks ties by the smallest label). The questions go into a temporary copy of
+   ``bench/consensus_scenario.yaml`` (answer-key mode: seven models, accuracies 0.55-0.85, three
+   correlation groups whose members err together).
+2. Start the provider simulator with it (a subprocess, stopped on exit, error or not) and ask
+   every model of ``bench/consensus_catalog.yaml`` every question once, through the real
+   provider layer (``Catalog`` + ``ProviderRegistry``, the sim-* providers pointed at the
+   simulator; at most ``--concurrency`` calls in flight). Each answer is recorded with the cost
+   of its reported usage at the overlay's list prices.
+3. Offline, on those answers: the first ``--calibration`` share of the questions measures each
+   model's reliability (``core.consensus.reliability_update``), ranks the models and tunes
+   adaptive's target confidence; the rest is the test split every figure is reported on.
+
+Strategies (panels are the top-k models by measured reliability):
+
+* best single: the most reliable model alone;
+* fixed-3 / fixed-5 majority: ``majority_vote`` over the top 3 / top 5;
+* weighted-5 / weighted-7: ``majority_vote`` with the calibrated reliabilities as weights;
+* adaptive: ``run_adaptive_offline`` over the top 5 in reliability order (weights as above,
+  ``max_models`` 5, no budget cap), target = the cheapest target on the grid whose calibration
+  accuracy is at least fixed-5's calibration accuracy;
+* adaptive, cheapest first (extra row): the same loop over the same five models ordered by their
+  measured cost per call, tuned the same way.
+
+Target (issue 4): adaptive within 1 point of fixed-5's accuracy at <= 50% of its cost. Paired
+bootstrap (seeded) 95% intervals for each accuracy difference vs fixed-5 and for adaptive's
+cost ratio.
+
+Then ``--replicates`` more seeds (new questions, new simulator draws) repeat the comparison for a
+stability summary.
+
+    python -m bench.consensus [--questions 500] [--calibration 0.2] [--seed 7] [--replicates 3]
+                              [--write-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cli.embedded import ServerSpec, free_port, start_server, stop_process
+from core.consensus import (
+    CandidateAnswer,
+    majority_vote,
+    normalize_answer,
+    reliabilities,
+    reliability_update,
+    run_adaptive_offline,
+)
+from core.consensus.stats import leader_probability, vote_weight
+from core.providers import (
+    Catalog,
+    ChatRequest,
+    Message,
+    ProviderError,
+    ProviderRegistry,
+    ProvidersSettings,
+    cost_usd,
+)
+
+HERE = Path(__file__).resolve().parent
+SCENARIO = HERE / "consensus_scenario.yaml"
+CATALOG = HERE / "consensus_catalog.yaml"
+RESULTS = HERE / "RESULTS.md"
+SECTION_TITLE = "## Consensus: accuracy vs cost (`python -m bench.consensus`)"
+
+TARGET_LOSS_POINTS = 1.0
+TARGET_COST_RATIO = 0.5
+TARGET_GRID = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.97, 0.99)
+ADAPTIVE_MAX_MODELS = 5
+NO_BUDGET = Decimal(1_000_000)
+BOOTSTRAP_SAMPLES = 2000
+SYSTEM_PROMPT = (
+    "Answer the question. For multiple choice, give the letter of the right option; otherwise "
+    "give the number. Reply exactly as 'The answer is X.'"
+)
+_WORDS = (
+    "river signal market ledger harbor vector canyon beacon quartz meadow lantern tundra circuit "
+    "prism orchard glacier summit anchor falcon ember delta mosaic cipher atlas pillar"
+).split()
+
+
+# --------------------------------------------------------------------------- questions
+
+
+@dataclass(frozen=True)
+class Question:
+    qid: str
+    prompt: str
+    answer: str
+    wrong: tuple[str, ...]
+    kind: str  # "choice" | "number"
+
+
+def make_questions(n: int, seed: int) -> list[Question]:
+    """``n`` questions, 70% multiple choice (A-D, right letter drawn per question), 30% numeric."""
+    rng = random.Random(seed)
+    questions: list[Question] = []
+    for i in range(n):
+        qid = f"s{seed}-q{i:05d}"  # the simulator seeds its draws by (model, id): new seed, new draws
+        if rng.random() < 0.7:
+            letters = ["A", "B", "C", "D"]
+            right = rng.choice(letters)
+            options = "\n".join(f"{x}) the {rng.choice(_WORDS)} {rng.choice(_WORDS)}" for x in letters)
+            topic = " ".join(rng.sample(_WORDS, 3))
+            prompt = f"[{qid}] Which option best completes the statement about {topic}?\n{options}"
+            wrong = [x for x in letters if x != right]
+            rng.shuffle(wrong)
+            questions.append(Question(qid, prompt, right, tuple(wrong), "choice"))
+        else:
+            a, b = rng.randint(12, 99), rng.randint(12, 99)
+            value = a * b
+            near = [str(value + d) for d in rng.sample([-20, -10, -9, -1, 1, 9, 10, 20], 3)]
+            questions.append(Question(qid, f"[{qid}] What is {a} * {b}?", str(value), tuple(near), "number"))
+    return questions
+
+
+def write_scenario(questions: Sequence[Question], path: Path) -> None:
+    """The base scenario with the questions added to its answer key (match: the bracketed id)."""
+    data = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))
+    data["answer_key"]["questions"] = [
+        {"id": q.qid, "match": re.escape(f"[{q.qid}]"), "answer": q.answer, "wrong": list(q.wrong)}
+        for q in questions
+    ]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def pool_models() -> list[str]:
+    """Catalog ids of the pool: every model of the overlay, in file order."""
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    return [m["id"] for m in data["models"]]
+
+
+# --------------------------------------------------------------------------- collection
+
+
+@dataclass
+class Record:
+    """One question with every model's recorded answer (text, ok, cost)."""
+
+    qid: str
+    answer: str
+    answers: dict[str, CandidateAnswer] = field(default_factory=dict)
+
+    def right(self, text: str | None) -> bool:
+        return bool(text) and normalize_answer(text) == normalize_answer(self.answer)
+
+
+def _http_ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_simulator(scenario: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "core.simulator", "--port", str(port), "--scenario", str(scenario)]
+    url = f"http://127.0.0.1:{port}"
+    spec = ServerSpec(
+        name="simulator", argv=argv, port=port, log=log, ready=lambda: _http_ready(f"{url}/health")
+    )
+    return start_server(spec, 60.0), url
+
+
+async def collect(
+    questions: Sequence[Question], models: Sequence[str], sim_url: str, concurrency: int
+) -> list[Record]:
+    """Ask every model every question once through the provider registry; record answer + cost."""
+    settings = ProvidersSettings(simulator_url=sim_url, catalog_path=CATALOG)
+    catalog = Catalog.load(settings)
+    records = [Record(q.qid, q.answer) for q in questions]
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=settings.timeouts.httpx_timeout(), trust_env=False) as client:
+        registry = ProviderRegistry(catalog, settings, client)
+
+        async def ask(record: Record, question: Question, model: str) -> None:
+            req = ChatRequest(
+                model=model,
+                messages=[
+                    Message(role="system", content=SYSTEM_PROMPT),
+                    Message(role="user", content=question.prompt),
+                ],
+                max_tokens=16,
+                temperature=0,
+            )
+            async with limit:
+                started = time.perf_counter()
+                try:
+                    resp = await registry.chat(req)
+                except ProviderError as exc:
+                    record.answers[model] = CandidateAnswer(model=model, text=None, ok=False, error=str(exc))
+                    return
+            record.answers[model] = CandidateAnswer(
+                model=model,
+                text=resp.content,
+                cost_usd=cost_usd(resp.usage, catalog.get(model).prices),
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+
+        await asyncio.gather(*(ask(r, q, m) for r, q in zip(records, questions, strict=True) for m in models))
+    return records
+
+
+# --------------------------------------------------------------------------- strategies (offline)
+
+
+@dataclass
+class Outcome:
+    """Per test question: right or not, cost paid, models called."""
+
+    name: str
+    right: list[bool]
+    cost: list[Decimal]
+    calls: list[int]
+    note: str = ""
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.right) / len(self.right)
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum(self.cost, Decimal(0))
+
+    @property
+    def mean_calls(self) -> float:
+        return sum(self.calls) / len(self.calls)
+
+
+Strategy = Callable[[Record], tuple[bool, Decimal, int]]
+
+
+def single(model: str) -> Strategy:
+    def run(r: Record) -> tuple[bool, Decimal, int]:
+        cand = r.answers[model]
+        return r.right(cand.text if cand.ok else None), cand.cost_usd, 1
+
+    return run
+
+
+def vote(panel: Sequence[str], weights: Mapping[str, float] | None = None) -> Strategy:
+    def run(r: Record) -> tuple[bool, Decimal, int]:
+        cands = [r.answers[m] for m in panel]
+        out = majority_vote(cands, weights)
+        return r.right(out.answer), sum((c.cost_usd for c in cands), Decimal(0)), len(cands)
+
+    return run
+
+
+def adaptive(order: Sequence[str], target: float, weights: Mapping[str, float] | None) -> Strategy:
+    def run(r: Record) -> tuple[bool, Decimal, int]:
+        decision = run_adaptive_offline(
+            [r.answers[m] for m in order],
+            target_confidence=target,
+            max_models=ADAPTIVE_MAX_MODELS,
+            budget_usd=NO_BUDGET,
+            weights=weights,
+        )
+        return r.right(decision.outcome.answer), decision.cost_usd, decision.models_used
+
+    return run
+
+
+def evaluate(name: str, strategy: Strategy, records: Sequence[Record], note: str = "") -> Outcome:
+    rows = [strategy(r) for r in records]
+    return Outcome(name, [x[0] for x in rows], [x[1] for x in rows], [x[2] for x in rows], note)
+
+
+def calibrate(records: Sequence[Record], models: Sequence[str]) -> dict[str, float]:
+    """Each model's Beta-posterior reliability over the graded calibration answers."""
+    counts: dict[str, tuple[int, int]] = {m: (0, 0) for m in models}
+    for r in records:
+        for m in models:
+            cand = r.answers[m]
+            counts, _ = reliability_update(counts, m, r.right(cand.text if cand.ok else None))
+    return reliabilities(counts)
+
+
+def tune_target(
+    calib: Sequence[Record], order: Sequence[str], weights: Mapping[str, float], floor: float
+) -> float:
+    """The cheapest grid target whose calibration accuracy is >= ``floor`` (else the most accurate).
+
+    Equal cost and accuracy go to the higher (more conservative) target.
+    """
+    scored = []
+    for target in TARGET_GRID:
+        out = evaluate("tune", adaptive(order, target, weights), calib)
+        scored.append((target, out.accuracy, out.total_cost))
+    ok = [s for s in scored if s[1] >= floor - 1e-12]
+    if ok:
+        return min(ok, key=lambda s: (s[2], -s[1], -s[0]))[0]
+    return max(scored, key=lambda s: (s[1], -s[2], s[0]))[0]
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """Adaptive at one grid target: calibration and test accuracy difference vs fixed-5, cost, calls."""
+
+    target: float
+    calib_diff: float
+    test_diff: float
+    cost_ratio: float
+    calls: float
+
+
+def sweep(
+    calib: Sequence[Record],
+    test: Sequence[Record],
+    order: Sequence[str],
+    weights: Mapping[str, float],
+    panel: Sequence[str],
+) -> list[SweepRow]:
+    """Every grid target on both splits (for the report; the choice is made on calibration only)."""
+    f5c, f5t = evaluate("c", vote(panel), calib), evaluate("t", vote(panel), test)
+    rows = []
+    for target in TARGET_GRID:
+        c = evaluate("c", adaptive(order, target, weights), calib)
+        t = evaluate("t", adaptive(order, target, weights), test)
+        rows.append(
+            SweepRow(
+                target,
+                100.0 * (c.accuracy - f5c.accuracy),
+                100.0 * (t.accuracy - f5t.accuracy),
+                float(t.total_cost / f5t.total_cost),
+                t.mean_calls,
+            )
+        )
+    return rows
+
+
+@dataclass
+class Comparison:
+    models: list[str]
+    reliability: dict[str, float]
+    test_accuracy: dict[str, float]
+    cost_per_call: dict[str, Decimal]
+    n_calib: int
+    n_test: int
+    outcomes: list[Outcome]
+    target: float
+    target_cheap: float
+    failed_calls: int
+    floor_ratio: float  # cost of the first two models in reliability order / fixed-5 cost
+    floor_ratio_cheap: float
+    sweep: list[SweepRow]
+    sweep_cheap: list[SweepRow]
+    split_probability_cheap: float  # leader probability of a 1-1 split of the two cheapest
+
+
+def compare(records: Sequence[Record], models: Sequence[str], calibration: float) -> Comparison:
+    """Every strategy on the same recorded answers: calibrate on the first split, report on the rest."""
+    n_calib = max(1, round(len(records) * calibration))
+    calib, test = list(records[:n_calib]), list(records[n_calib:])
+    weights = calibrate(calib, models)
+    ranked = sorted(models, key=lambda m: (-weights[m], m))
+    cost_per_call = {m: sum((r.answers[m].cost_usd for r in calib), Decimal(0)) / len(calib) for m in models}
+    top3, top5 = ranked[:3], ranked[:5]
+    floor = evaluate("fixed-5", vote(top5), calib).accuracy
+    target = tune_target(calib, top5, weights, floor)
+    cheap_order = sorted(top5, key=lambda m: (cost_per_call[m], m))
+    target_cheap = tune_target(calib, cheap_order, weights, floor)
+    outcomes = [
+        evaluate("best single", single(ranked[0]), test, ranked[0]),
+        evaluate("fixed-3 majority", vote(top3), test, ", ".join(top3)),
+        evaluate("fixed-5 majority", vote(top5), test, ", ".join(top5)),
+        evaluate("weighted-5 vote", vote(top5, weights), test, "fixed-5 panel, log-odds weights"),
+        evaluate("weighted-7 vote", vote(ranked, weights), test, "all seven"),
+        evaluate("adaptive", adaptive(top5, target, weights), test, f"target {target:g}, reliability order"),
+        evaluate(
+            "adaptive, cheapest first",
+            adaptive(cheap_order, target_cheap, weights),
+            test,
+            f"target {target_cheap:g}, extra row",
+        ),
+    ]
+    test_accuracy = {
+        m: sum(r.right(r.answers[m].text if r.answers[m].ok else None) for r in test) / len(test)
+        for m in models
+    }
+    failed = sum(1 for r in records for c in r.answers.values() if not c.ok)
+    panel_cost = sum((cost_per_call[m] for m in top5), Decimal(0))
+    return Comparison(
+        models=list(models),
+        reliability=weights,
+        test_accuracy=test_accuracy,
+        cost_per_call=cost_per_call,
+        n_calib=len(calib),
+        n_test=len(test),
+        outcomes=outcomes,
+        target=target,
+        target_cheap=target_cheap,
+        failed_calls=failed,
+        floor_ratio=float((cost_per_call[top5[0]] + cost_per_call[top5[1]]) / panel_cost),
+        floor_ratio_cheap=float((cost_per_call[cheap_order[0]] + cost_per_call[cheap_order[1]]) / panel_cost),
+        sweep=sweep(calib, test, top5, weights, top5),
+        sweep_cheap=sweep(calib, test, cheap_order, weights, top5),
+        split_probability_cheap=split_probability(cheap_order[0], cheap_order[1], weights),
+    )
+
+
+def split_probability(first: str, second: str, weights: Mapping[str, float]) -> float:
+    """Adaptive's leader probability when ``first`` and ``second`` disagree (weighted votes)."""
+    w1, w2 = vote_weight(weights[first]), vote_weight(weights[second])
+    lead, other = max(w1, w2), min(w1, w2)
+    return leader_probability(2 * lead / (lead + other), 2 * other / (lead + other))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def bootstrap(
+    outcome: Outcome, baseline: Outcome, seed: int, samples: int = BOOTSTRAP_SAMPLES
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Paired bootstrap 95% intervals: accuracy difference (points) and cost ratio vs ``baseline``."""
+    rng = random.Random(seed)
+    n = len(outcome.right)
+    a = [int(x) for x in outcome.right]
+    b = [int(x) for x in baseline.right]
+    ca = [float(x) for x in outcome.cost]
+    cb = [float(x) for x in baseline.cost]
+    diffs: list[float] = []
+    ratios: list[float] = []
+    for _ in range(samples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        diffs.append(100.0 * sum(a[i] - b[i] for i in idx) / n)
+        base = sum(cb[i] for i in idx)
+        ratios.append(sum(ca[i] for i in idx) / base if base else 0.0)
+    return (percentile(diffs, 0.025), percentile(diffs, 0.975)), (
+        percentile(ratios, 0.025),
+        percentile(ratios, 0.975),
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:.4f}"
+
+
+def report(cmp: Comparison, seed: int) -> tuple[str, dict[str, Any]]:
+    """Print the tables; return the markdown of the RESULTS section body and the figures."""
+    base = next(o for o in cmp.outcomes if o.name == "fixed-5 majority")
+    lines = [
+        "| strategy | models | accuracy | Δ vs fixed-5 (95% CI) | cost | cost vs fixed-5 | calls / question |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    figures: dict[str, Any] = {"target": cmp.target, "target_cheap": cmp.target_cheap}
+    head = f"{'strategy':<26} {'acc':>6} {'Δ pts':>6} {'95% CI':>15} {'cost $':>9} {'vs f5':>6} {'calls':>5}"
+    print(head)
+    print("-" * len(head))
+    for i, o in enumerate(cmp.outcomes):
+        ratio = float(o.total_cost / base.total_cost)
+        diff = 100.0 * (o.accuracy - base.accuracy)
+        (lo, hi), (rlo, rhi) = bootstrap(o, base, seed + i)
+        figures[o.name] = {
+            "accuracy": o.accuracy,
+            "diff_points": diff,
+            "diff_ci": (lo, hi),
+            "cost": o.total_cost,
+            "cost_ratio": ratio,
+            "cost_ratio_ci": (rlo, rhi),
+            "calls": o.mean_calls,
+        }
+        ci = "" if o is base else f"[{lo:+.1f}, {hi:+.1f}]"
+        print(
+            f"{o.name:<26} {100 * o.accuracy:>5.1f}% {diff:>+6.1f} {ci:>15} "
+            f"{float(o.total_cost):>9.4f} {ratio:>5.0%} {o.mean_calls:>5.2f}"
+        )
+        delta = "—" if o is base else f"{diff:+.1f} pts [{lo:+.1f}, {hi:+.1f}]"
+        rcell = f"{ratio:.0%}" if o is base else f"{ratio:.0%} [{rlo:.0%}, {rhi:.0%}]"
+        lines.append(
+            f"| {o.name} | {o.note} | {100 * o.accuracy:.1f}% | {delta} | {_usd(o.total_cost)} | "
+            f"{rcell} | {o.mean_calls:.2f} |"
+        )
+    ad = figures["adaptive"]
+    met_point = ad["diff_points"] >= -TARGET_LOSS_POINTS and ad["cost_ratio"] <= TARGET_COST_RATIO
+    met_ci = ad["diff_ci"][0] >= -TARGET_LOSS_POINTS and ad["cost_ratio_ci"][1] <= TARGET_COST_RATIO
+    figures["target_met"] = met_point
+    figures["target_met_ci"] = met_ci
+    verdict = (
+        f"adaptive vs fixed-5: {ad['diff_points']:+.1f} pts (95% CI [{ad['diff_ci'][0]:+.1f}, "
+        f"{ad['diff_ci'][1]:+.1f}]) at {ad['cost_ratio']:.0%} of the cost, "
+        f"{ad['calls']:.2f} vs 5 models per question ({ad['calls'] / 5:.0%} of the calls). "
+        f"Target (>= -{TARGET_LOSS_POINTS:g} pt at <= {TARGET_COST_RATIO:.0%} cost): "
+        f"{'MET' if met_point else 'MISSED'} on the point estimates"
+        f"{'; also at the CI bounds' if met_ci else '; not shown at the CI bounds'}."
+    )
+    print(f"\n{verdict}")
+    print(
+        f"adaptive target tuned on calibration: {cmp.target:g} (cheapest-first order: {cmp.target_cheap:g})"
+    )
+
+    pool = [
+        "| model | accuracy setting | group | calibration reliability | test accuracy | cost / call |",
+        "|---|---|---|---|---|---|",
+    ]
+    scenario = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))["models"]
+    catalog = {m["id"]: m for m in yaml.safe_load(CATALOG.read_text(encoding="utf-8"))["models"]}
+    print(f"\n{'model':<32} {'set':>5} {'group':<10} {'calib':>6} {'test':>6} {'$ / call':>10}")
+    for m in sorted(cmp.models, key=lambda m: -cmp.reliability[m]):
+        prof = scenario[catalog[m]["upstream"]]
+        group = prof.get("correlation_group") or "—"
+        print(
+            f"{m:<32} {prof['accuracy']:>5.2f} {group:<10} {cmp.reliability[m]:>6.3f} "
+            f"{100 * cmp.test_accuracy[m]:>5.1f}% {float(cmp.cost_per_call[m]):>10.7f}"
+        )
+        pool.append(
+            f"| `{m}` | {prof['accuracy']:.2f} | {group} | {cmp.reliability[m]:.3f} | "
+            f"{100 * cmp.test_accuracy[m]:.1f}% | ${cmp.cost_per_call[m]:.7f} |"
+        )
+    sweep_md = [
+        "| target | reliability order: calib Δ | test Δ | cost vs fixed-5 | calls "
+        "| cheapest first: calib Δ | test Δ | cost vs fixed-5 | calls |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print(
+        f"\nadaptive target sweep (Δ pts vs fixed-5; chosen on calibration only: {cmp.target:g} / {cmp.target_cheap:g})"
+    )
+    print(
+        f"{'target':>6} | {'cal Δ':>6} {'test Δ':>6} {'cost':>5} {'calls':>5} | {'cal Δ':>6} {'test Δ':>6} {'cost':>5} {'calls':>5}"
+    )
+    for a, b in zip(cmp.sweep, cmp.sweep_cheap, strict=True):
+        print(
+            f"{a.target:>6g} | {a.calib_diff:>+6.1f} {a.test_diff:>+6.2f} {a.cost_ratio:>5.0%} {a.calls:>5.2f} | "
+            f"{b.calib_diff:>+6.1f} {b.test_diff:>+6.2f} {b.cost_ratio:>5.0%} {b.calls:>5.2f}"
+        )
+        mark_a = "**" if a.target == cmp.target else ""
+        mark_b = "**" if b.target == cmp.target_cheap else ""
+        sweep_md.append(
+            f"| {a.target:g} | {mark_a}{a.calib_diff:+.1f}{mark_a} | {a.test_diff:+.2f} | {a.cost_ratio:.0%} | "
+            f"{a.calls:.2f} | {mark_b}{b.calib_diff:+.1f}{mark_b} | {b.test_diff:+.2f} | {b.cost_ratio:.0%} | "
+            f"{b.calls:.2f} |"
+        )
+    figures["floor_ratio"] = cmp.floor_ratio
+    figures["floor_ratio_cheap"] = cmp.floor_ratio_cheap
+    figures["split_probability_cheap"] = cmp.split_probability_cheap
+    return "\n".join(lines) + "\n\n" + verdict, {
+        **figures,
+        "pool_table": "\n".join(pool),
+        "sweep_table": "\n".join(sweep_md),
+    }
+
+
+def write_results(table: str, figures: Mapping[str, Any], args: argparse.Namespace, machine: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md; other sections are untouched."""
+    cmd = (
+        f".venv/bin/python -m bench.consensus --questions {args.questions} "
+        f"--calibration {args.calibration:g} --seed {args.seed} --replicates {args.replicates} --write-results"
+    )
+    section = f"""{SECTION_TITLE}
+
+Produced by one run of
+
+```bash
+{cmd}
+```
+
+on {time.strftime("%Y-%m-%d")}, {machine}. The provider simulator runs in answer-key mode
+(`bench/consensus_scenario.yaml` plus {args.questions} generated questions, 70% multiple choice
+A–D with the right letter drawn per question, 30% numeric). Every model of
+`bench/consensus_catalog.yaml` answered every question once through the real provider layer
+(`Catalog` with that overlay + `ProviderRegistry`, OpenAI/Anthropic/Gemini/DeepSeek adapters,
+at most {args.concurrency} calls in flight). Costs are the reported usage priced at the
+overlay's list prices. All strategies are then computed on those same recorded answers: the first
+{figures["n_calib"]} questions calibrate the reliabilities, rank the models and tune adaptive's
+target; the {figures["n_test"]} remaining questions are the test split below. Intervals are
+paired bootstrap 95% intervals ({BOOTSTRAP_SAMPLES} resamples of the test questions, seeded).
+
+Pool (ranked by calibration reliability; groups share their error draw half of the time):
+
+{figures["pool_table"]}
+
+Strategies on the test split (panels are the top-k models by calibration reliability; adaptive
+is `run_adaptive_offline` over the fixed-5 panel with the calibrated weights, `max_models` 5,
+target = the cheapest on the grid whose calibration accuracy is at least fixed-5's):
+
+{table}
+
+{figures["notes"]}
+
+Adaptive at every target of the grid (Δ in points vs fixed-5 on the same split; cost and calls on
+the test split; the chosen target's calibration cell in bold). The target is chosen on the
+calibration split only; reading the best test row off this table would be tuning on the test set.
+
+{figures["sweep_table"]}
+
+Stability: the same comparison on fresh questions and fresh simulator draws (the simulator seeds
+each answer by model and question id, and the ids include the seed). The first row is the run above.
+
+{figures["replications"]}
+"""
+    text = RESULTS.read_text(encoding="utf-8")
+    start = text.find(SECTION_TITLE)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(SECTION_TITLE))
+        text = text[:start] + section + ("" if nxt < 0 else text[nxt:])
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"\nwrote {RESULTS.relative_to(HERE.parent)} ({SECTION_TITLE[3:]})")
+
+
+def notes(figures: Mapping[str, Any]) -> str:
+    """What the figures say, generated from them (so a re-run cannot leave stale prose)."""
+    ad, ch, f3 = figures["adaptive"], figures["adaptive, cheapest first"], figures["fixed-3 majority"]
+    lines = [
+        f"**Target {'met' if figures['target_met'] else 'missed'}** on the point estimates: adaptive "
+        f"is {ad['diff_points']:+.1f} pts vs fixed-5 at {ad['cost_ratio']:.0%} of its cost "
+        f"(target ≥ −{TARGET_LOSS_POINTS:g} pt at ≤ {TARGET_COST_RATIO:.0%}). It asks "
+        f"{ad['calls']:.2f} models per question instead of 5 ({5 / ad['calls']:.1f}× fewer calls; "
+        "Adaptive-Consistency reports 3.3× fewer samples).\n",
+        f"- The accuracy interval [{ad['diff_ci'][0]:+.1f}, {ad['diff_ci'][1]:+.1f}] pts "
+        f"{'excludes' if ad['diff_ci'][0] >= -TARGET_LOSS_POINTS else 'includes'} a loss of more "
+        f"than {TARGET_LOSS_POINTS:g} pt: with {figures['n_test']} test questions the benchmark "
+        "resolves differences of about ±2 pts, not 1.",
+        "- Calls are not cost. The reliability order asks the two strongest models first, and here "
+        "they are also among the most expensive (list prices), so every question pays for them, "
+        f"while fixed-5 also includes cheap models. Hence {ad['calls'] / 5:.0%} of the calls cost "
+        f"{ad['cost_ratio']:.0%} of fixed-5's dollars. The first two models alone cost "
+        f"{figures['floor_ratio']:.0%} of fixed-5, so in this order no target can reach "
+        f"{TARGET_COST_RATIO:.0%} whatever the agreement."
+        if figures["floor_ratio"] > TARGET_COST_RATIO
+        else "- Calls are not cost: the reliability order asks the strongest (here also the more "
+        f"expensive) models first. The first two cost {figures['floor_ratio']:.0%} of fixed-5.",
+        f"- Ordering the same five models cheapest first (extra row, target {figures['target_cheap']:g}) "
+        f"gives {ch['diff_points']:+.1f} pts at {ch['cost_ratio']:.0%} of the cost with "
+        f"{ch['calls']:.2f} calls. The order is the router's decision (docs/consensus.md); this row "
+        "shows how much of the cost target depends on it.",
+        f"- Fixed-3 majority: {f3['diff_points']:+.1f} pts at {f3['cost_ratio']:.0%} of the cost.",
+        "- With reliability weights, a 1–1 split is not 0.5: the two cheapest models disagreeing "
+        f"give the stronger one a leader probability of {figures['split_probability_cheap']:.3f}, "
+        "so a target at or below that stops on disagreement (the low rows of the cheapest-first "
+        "sweep). Tuning on the calibration split rejects those targets.",
+    ]
+    two_agree = leader_probability(2, 0)
+    if two_agree < 0.875:
+        lines.append(
+            f"- `leader_probability(2, 0)` is {two_agree!r} in floating point, so a target of exactly "
+            "0.875 needs three agreeing models, not two (the jump between 0.85 and 0.875 in the sweep)."
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def record_answers(
+    questions: Sequence[Question], models: Sequence[str], concurrency: int
+) -> tuple[list[Record], float]:
+    """Start a simulator with these questions, ask every model, stop it (also on error)."""
+    root = Path(tempfile.mkdtemp(prefix="nexus-bench-consensus-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        scenario = root / "scenario.yaml"
+        write_scenario(questions, scenario)
+        proc, url = start_simulator(scenario, root / "simulator.log")
+        started = time.perf_counter()
+        records = asyncio.run(collect(questions, models, url, concurrency))
+        return records, time.perf_counter() - started
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def replication_table(rows: Sequence[tuple[int, Comparison]]) -> str:
+    """One line per seed: fixed-5 accuracy, then both adaptive orders vs fixed-5."""
+    md = [
+        "| seed | fixed-5 acc | adaptive Δ | cost vs fixed-5 | calls | target "
+        "| cheapest first Δ | cost vs fixed-5 | calls | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\nreplications (new questions and new simulator draws per seed):")
+    print(
+        f"{'seed':>4} {'f5 acc':>7} | {'ad Δ':>6} {'cost':>5} {'calls':>5} | {'cheap Δ':>7} {'cost':>5} {'calls':>5}"
+    )
+    for seed, cmp in rows:
+        by = {o.name: o for o in cmp.outcomes}
+        f5, ad, ch = by["fixed-5 majority"], by["adaptive"], by["adaptive, cheapest first"]
+        da, dc = 100 * (ad.accuracy - f5.accuracy), 100 * (ch.accuracy - f5.accuracy)
+        ra, rc = float(ad.total_cost / f5.total_cost), float(ch.total_cost / f5.total_cost)
+        print(
+            f"{seed:>4} {100 * f5.accuracy:>6.1f}% | {da:>+6.1f} {ra:>5.0%} {ad.mean_calls:>5.2f} | "
+            f"{dc:>+7.1f} {rc:>5.0%} {ch.mean_calls:>5.2f}"
+        )
+        md.append(
+            f"| {seed} | {100 * f5.accuracy:.1f}% | {da:+.1f} pts | {ra:.0%} | {ad.mean_calls:.2f} | "
+            f"{cmp.target:g} | {dc:+.1f} pts | {rc:.0%} | {ch.mean_calls:.2f} | {cmp.target_cheap:g} |"
+        )
+    return "\n".join(md)
+
+
+def run(
+    questions: int = 500,
+    calibration: float = 0.2,
+    seed: int = 7,
+    concurrency: int = 32,
+    replicates: int = 3,
+    args: argparse.Namespace | None = None,
+    write: bool = False,
+) -> dict[str, Any]:
+    models = pool_models()
+    qs = make_questions(questions, seed)
+    records, elapsed = record_answers(qs, models, concurrency)
+    print(
+        f"{questions} questions x {len(models)} models = {questions * len(models)} calls through "
+        f"ProviderRegistry in {elapsed:.1f} s (concurrency {concurrency})"
+    )
+    cmp = compare(records, models, calibration)
+    if cmp.failed_calls:
+        print(f"warning: {cmp.failed_calls} calls failed (recorded as failed candidates)")
+    print(f"calibration: {cmp.n_calib} questions; test: {cmp.n_test} questions\n")
+    table, figures = report(cmp, seed)
+    figures.update(n_calib=cmp.n_calib, n_test=cmp.n_test)
+    figures["notes"] = notes(figures)
+    rows = [(seed, cmp)]
+    for k in range(1, replicates + 1):
+        rep_records, _ = record_answers(make_questions(questions, seed + k), models, concurrency)
+        rows.append((seed + k, compare(rep_records, models, calibration)))
+    figures["replications"] = replication_table(rows)
+    if write:
+        ns = args or argparse.Namespace(
+            questions=questions,
+            calibration=calibration,
+            seed=seed,
+            concurrency=concurrency,
+            replicates=replicates,
+        )
+        write_results(table, figures, ns, machine())
+    return figures
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=500, help="Questions generated (seeded).")
+    parser.add_argument("--calibration", type=float, default=0.2, help="Share used for calibration.")
+    parser.add_argument("--seed", type=int, default=7, help="Seeds the questions and the bootstrap.")
+    parser.add_argument("--concurrency", type=int, default=32, help="Model calls in flight.")
+    parser.add_argument(
+        "--replicates", type=int, default=3, help="Extra seeds (seed+1..) run for a stability summary."
+    )
+    parser.add_argument("--write-results", action="store_true", help="Update this section of RESULTS.md.")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _sigterm)
+    run(
+        args.questions,
+        args.calibration,
+        args.seed,
+        args.concurrency,
+        args.replicates,
+        args,
+        args.write_results,
+    )
+
+
+if __name__ == "__main__":
+    main()
