@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy core workflows activities workers api cli
 
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
