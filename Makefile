@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test venv lint typecheck unit lock bench clean
+.PHONY: run test venv lint typecheck unit lock bench clean browser-deps
 
 $(STAMP): requirements/dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy core workflows activities workers api cli
 
-test: lint typecheck
+test: lint typecheck browser-deps
 	$(BIN)/pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp $(PYTEST_ARGS)
+
+# The console's browser tests need Debian's Chromium (never `playwright install`: it downloads).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing and not root: browser tests will be skipped"; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -9,13 +9,27 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import errors
+from api import console, errors
 from api.deps import AppState
 from api.gateway import anthropic_routes
 from api.gateway import routes as gateway_routes
 from api.gateway.routes import build_gateway
 from api.middleware import install_middleware
-from api.routes import audit, codec, gateway_admin, health, keys, nexus, probes, runs, tenants, users
+from api.routes import (
+    approvals,
+    audit,
+    codec,
+    conversations,
+    gateway_admin,
+    health,
+    keys,
+    nexus,
+    pipelines,
+    probes,
+    runs,
+    tenants,
+    users,
+)
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
@@ -73,10 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs,
         probes,
         nexus,
+        conversations,
+        approvals,
+        pipelines,
         gateway_routes,
         anthropic_routes,
         gateway_admin,
     ):
         app.include_router(module.router, prefix="/v1")
     app.include_router(codec.router)
+    console.mount(app)
     return app

@@ -21,6 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.approvals.notify import NotificationSettings
+from core.pipelines.settings import PipelineSettings
 from core.providers.settings import ProvidersSettings
 
 
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
+    approvals: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="Approval notification channels and SMTP relay."
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -40,10 +40,20 @@ class RunStatus(StrEnum):
     terminated = "terminated"
     timed_out = "timed_out"
     continued_as_new = "continued_as_new"
+    compensated = "compensated"  # a pipeline step failed (or it was cancelled); every undo ran
+    compensation_failed = "compensation_failed"  # some undo failed for good (see result.left_undone)
 
 
 TERMINAL_STATUSES = frozenset(
-    {RunStatus.completed, RunStatus.failed, RunStatus.cancelled, RunStatus.terminated, RunStatus.timed_out}
+    {
+        RunStatus.completed,
+        RunStatus.failed,
+        RunStatus.cancelled,
+        RunStatus.terminated,
+        RunStatus.timed_out,
+        RunStatus.compensated,
+        RunStatus.compensation_failed,
+    }
 )
 
 

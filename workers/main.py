@@ -17,15 +17,20 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
 from activities.llm import LlmActivities
 from activities.orchestration import OrchestrationActivities
+from activities.pipeline_steps import PipelineActivities
 from activities.probe import ProbeActivities
+from core.approvals.notify import notification_settings
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.providers import Catalog, ProviderRegistry
 from core.temporal.client import connect
+from workflows.approval import ApprovalWorkflow
 from workflows.orchestrate import OrchestrationWorkflow
+from workflows.pipeline import PipelineWorkflow
 from workflows.probe import ProbeWorkflow
 
 log = logging.getLogger("nexus.worker")
@@ -41,7 +46,7 @@ def build_worker(
     task_queue: str,
     registry: ProviderRegistry | None = None,
 ) -> Worker:
-    """A worker on ``task_queue`` serving the Probe and Orchestration workflows and their bound
+    """A worker on ``task_queue`` serving the Probe, Orchestration and Approval workflows and their bound
     activities. ``registry`` defaults to one over the settings' catalog with its own HTTP client
     (pass the process's shared one in production, see :func:`run_worker`)."""
     probe = ProbeActivities(sessions, redis, settings)
@@ -49,10 +54,12 @@ def build_worker(
         registry = make_registry(settings, make_http_client(settings))
     llm = LlmActivities(registry, registry.catalog, sessions, redis)
     orchestration = OrchestrationActivities(llm)
+    approvals = ApprovalActivities(sessions, redis, notification_settings(settings))
+    pipelines = PipelineActivities(sessions, redis, settings, llm)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ProbeWorkflow, OrchestrationWorkflow],
+        workflows=[ProbeWorkflow, OrchestrationWorkflow, ApprovalWorkflow, PipelineWorkflow],
         activities=[
             probe.probe_postgres,
             probe.probe_redis,
@@ -67,6 +74,18 @@ def build_worker(
             orchestration.prepare_subtask,
             orchestration.run_consensus,
             orchestration.synthesize,
+            approvals.record_approval,
+            approvals.escalate_approval,
+            approvals.finish_approval,
+            approvals.notify_approval,
+            pipelines.pipeline_transform,
+            pipelines.pipeline_branch,
+            pipelines.pipeline_http,
+            pipelines.pipeline_llm,
+            pipelines.pipeline_render,
+            pipelines.pipeline_outputs,
+            pipelines.pipeline_progress,
+            pipelines.pipeline_load_version,
         ],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
     )

@@ -87,6 +87,7 @@ class DecideInput(BaseModel):
     actor_tenant_id: str
     actor_role: str
     actor_user: str | None = None  # user id or e-mail bound to the key, if any
+    actor_email: str | None = None  # the bound user's e-mail (assignees may name either)
 
 
 class DecisionRecord(BaseModel):
@@ -101,3 +102,76 @@ class ApprovalResult(BaseModel):
     status: ApprovalStatus
     decision: DecisionRecord | None = None
     escalated: bool = False
+    # The effective outcome: the approver's decision, or ``on_timeout`` when it timed out.
+    outcome: Decision | None = None
+
+
+# --- additions (compatible: new fields have defaults, new models are new) --------------------
+
+# Roles that may never decide, even when named: they are read-only by definition.
+READ_ONLY_ROLES = frozenset({"viewer", "auditor"})
+# Roles of the tenant that may always decide (documented in docs/approvals.md).
+OVERRIDE_ROLES = frozenset({"owner", "admin"})
+
+
+def approval_workflow_id(tenant_id: str, approval_id: str) -> str:
+    """The business workflow id of an approval: ``approval:{tenant}:{approval_id}``."""
+    return f"{RUN_KIND}:{tenant_id}:{approval_id}"
+
+
+class ApprovalState(BaseModel):
+    """The ``state`` query's answer: what the workflow holds right now."""
+
+    tenant_id: str
+    approval_id: str
+    status: ApprovalStatus
+    assignees: Assignees
+    escalated: bool = False
+    decision: DecisionRecord | None = None
+    due_at: str | None = None
+
+
+class RecordApprovalInput(BaseModel):
+    """Input of ``record_approval``: the request plus workflow-derived ids and times."""
+
+    request: ApprovalRequest
+    workflow_id: str
+    created_at: str
+    due_at: str | None = None
+
+
+class EscalateApprovalInput(BaseModel):
+    """Input of ``escalate_approval``: the widened assignees to store."""
+
+    tenant_id: str
+    approval_id: str
+    workflow_id: str
+    assignees: Assignees
+
+
+class FinishApprovalInput(BaseModel):
+    """Input of ``finish_approval``: the final status, the decision (if any), the audit actor."""
+
+    tenant_id: str
+    approval_id: str
+    workflow_id: str
+    status: ApprovalStatus
+    decision: DecisionRecord | None = None
+    timeout_outcome: str | None = None
+    decided_at: str
+
+
+class NotifyInput(BaseModel):
+    """Input of ``notify_approval``: one event to one operator-configured channel."""
+
+    tenant_id: str
+    approval_id: str
+    workflow_id: str
+    channel: str
+    event: Literal["created", "escalated", "decided"]
+    title: str
+    status: ApprovalStatus
+    assignees: Assignees
+    decision: DecisionRecord | None = None
+    # Replay-stable delivery id (``{workflow_id}:{event}:{channel}``): receivers deduplicate on it.
+    delivery_id: str

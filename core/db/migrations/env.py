@@ -7,8 +7,11 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import core.db.approval_models  # noqa: F401  (registers the approvals table on Base.metadata)
+import core.db.conversation_models  # noqa: F401  (registers the conversation tables on Base.metadata)
 import core.db.gateway_models  # noqa: F401  (registers the gateway tables on Base.metadata)
 import core.db.orchestration_models  # noqa: F401  (registers model_calls on Base.metadata)
+import core.db.pipeline_models  # noqa: F401  (registers the pipeline tables on Base.metadata)
 from core.db.models import Base
 
 config = context.config
