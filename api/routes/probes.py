@@ -32,7 +32,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import PrincipalDep, SessionDep, StateDep, TemporalDep
+from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.routes.runs import RunDetail
 from api.schemas import StrictModel
 from core import events, probe
@@ -40,6 +40,7 @@ from core.contracts import (
     SA_CREATED_BY,
     SA_RUN_KIND,
     SA_TENANT_ID,
+    HttpTarget,
     ProbeInput,
     RunKind,
     WorkflowName,
@@ -55,10 +56,12 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class ProbeRunRequest(StrictModel):
-    """What to probe. Postgres and Redis only for now; HTTP targets come from operator config."""
+    """What to probe. HTTP targets are the catalog's provider endpoints (operator config, never URLs
+    from the client)."""
 
     check_postgres: bool = True
     check_redis: bool = True
+    check_providers: bool = Field(True, description="Probe each configured LLM provider endpoint.")
     timeout_s: float = Field(5.0, gt=0, le=30)
 
 
@@ -109,9 +112,25 @@ def _search_attributes(principal: Principal) -> TypedSearchAttributes:
     )
 
 
-def _probe_input(body: ProbeRunRequest, principal: Principal) -> ProbeInput:
+# Where each adapter's API answers a cheap GET (any non-5xx answer means "reachable").
+_PROBE_PATHS = {"anthropic": "/v1/models"}
+
+
+def provider_targets(state: AppState) -> list[HttpTarget]:
+    """One target per configured provider endpoint of the catalog (real ones need their key set)."""
+    if state.gateway is None:
+        return []
+    targets = []
+    for name, entry in sorted(state.gateway.catalog.providers.items()):
+        url = entry.base_url.rstrip("/") + _PROBE_PATHS.get(entry.adapter, "/models")
+        targets.append(HttpTarget(name=f"provider.{name}", url=url))
+    return targets
+
+
+def _probe_input(body: ProbeRunRequest, principal: Principal, state: AppState) -> ProbeInput:
     return ProbeInput(
         tenant_id=principal.tenant_id,
+        targets=provider_targets(state) if body.check_providers else [],
         check_postgres=body.check_postgres,
         check_redis=body.check_redis,
         timeout_s=body.timeout_s,
@@ -144,7 +163,7 @@ async def start_probe_run(
             return RunDetail.detail(existing, stored)
     run_key = key_from_idempotency(idempotency_key) if idempotency_key else uuid.uuid4().hex
     wid = workflow_id(kind, tenant, run_key)
-    inp = _probe_input(body, principal)
+    inp = _probe_input(body, principal, state)
     run, created = await repo.create(
         tenant_id=tenant,
         workflow_id=wid,
@@ -205,7 +224,7 @@ async def create_schedule(
     )
     action = ScheduleActionStartWorkflow(
         WorkflowName.probe.value,
-        _probe_input(body, principal),
+        _probe_input(body, principal, state),
         id=sid,
         task_queue=state.settings.temporal.task_queue,
         typed_search_attributes=_search_attributes(principal),
