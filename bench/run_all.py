@@ -6,7 +6,7 @@ import argparse
 import platform
 import time
 
-from bench import cold_start, consensus, gateway, probe_overhead
+from bench import cold_start, consensus, gateway, orchestration, probe_overhead
 
 
 def main() -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     gateway.run()
     print("\n== consensus accuracy vs cost (simulator answer key) ==")
     consensus.run()
+    print("\n== orchestration overhead (NEXUS run vs hand-written workflow) ==")
+    orchestration.run()
 
 
 if __name__ == "__main__":
