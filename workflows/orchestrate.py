@@ -52,8 +52,9 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="Orchestration")
 class OrchestrationWorkflow(SubtaskSteps):
     """A NEXUS run. Events: ``run.started``, ``plan.ready``, per subtask ``subtask.started``,
-    ``consensus.reached``, ``subtask.finished`` (and ``approval.requested`` below the review
-    threshold, ``budget.exhausted``), ``synthesis.delta`` while the answer streams, then
+    ``consensus.reached``, ``subtask.finished`` (and ``budget.exhausted``; below the review
+    threshold ``approval.requested`` / ``approval.decided`` around an ``Approval`` child),
+    ``synthesis.delta`` while the answer streams, then
     ``run.completed`` / ``run.failed`` / ``run.cancelled`` stored with the closed runs row.
 
     Budget: every call's pessimistic estimate is reserved in a :class:`BudgetLedger` before the
@@ -142,7 +143,12 @@ class OrchestrationWorkflow(SubtaskSteps):
     async def _synthesize(
         self, inp: OrchestrationInput, plan: Plan, subtasks: list[SubtaskResult], exhausted: bool
     ) -> OrchestrationResult:
-        answered = {r.subtask_id: r for r in subtasks if r.consensus and r.consensus.answer}
+        # A subtask rejected in human review keeps its consensus for the record, not as an answer.
+        answered = {
+            r.subtask_id: r
+            for r in subtasks
+            if r.consensus and r.consensus.answer and r.status is not SubtaskStatus.failed
+        }
         models_by = {sid: r.consensus.winner_models for sid, r in answered.items() if r.consensus}
         synthesizer = None
         if answered and not exhausted and len(plan.subtasks) > 1:

@@ -14,9 +14,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.approvals.contracts import Assignees
+
 WORKFLOW_NAME = "Orchestration"
 RUN_KIND = "nexus"
 PREVIEW_CHARS = 280
+# Who decides a low-confidence subtask unless the run names its reviewers.
+DEFAULT_REVIEW_ROLES: tuple[Literal["owner", "admin", "developer", "approver"], ...] = (
+    "approver",
+    "admin",
+    "owner",
+)
+DEFAULT_REVIEW_DUE_S = 86_400
+
+
+def default_review_assignees() -> Assignees:
+    """The tenant's approvers, admins and owners."""
+    return Assignees(roles=list(DEFAULT_REVIEW_ROLES))
 
 
 class PayloadRef(BaseModel):
@@ -132,6 +146,16 @@ class OrchestrationInput(BaseModel):
     confidence_target: float = Field(0.8, gt=0, le=1)
     regions: list[str] | None = Field(None, description="Data residency: only models in these regions.")
     human_review_below: float | None = Field(None, ge=0, le=1)
+    review_assignees: Assignees = Field(
+        default_factory=default_review_assignees,
+        description="Who may decide a subtask below human_review_below (default: approver/admin/owner).",
+    )
+    review_due_in_s: int | None = Field(
+        DEFAULT_REVIEW_DUE_S,
+        gt=0,
+        le=365 * 86_400,
+        description="Seconds a review waits before it counts as rejected (None: no due time).",
+    )
     planner_model: str | None = None
     synthesizer_model: str | None = None
     judge_model: str | None = None

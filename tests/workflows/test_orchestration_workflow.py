@@ -190,32 +190,6 @@ async def test_budget_exhaustion_mid_run_stops_with_partial_result_within_budget
     assert "budget.exhausted" in await event_types(sessions, run_id)
 
 
-async def test_low_confidence_subtask_needs_review(
-    temporal_client: Client,
-    worker: Worker,
-    task_queue: str,
-    tenant: str,
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    task = await store_task(sessions, tenant, "Answer one question.")
-    run_id = wid(tenant)
-    result = await temporal_client.execute_workflow(
-        OrchestrationWorkflow.run,
-        orchestration_input(
-            tenant,
-            task,
-            plan=Plan(subtasks=[two_facts_plan().subtasks[0]]),
-            strategy=Strategy.majority,
-            models=[MINI],
-            human_review_below=0.99,
-        ),
-        id=run_id,
-        task_queue=task_queue,
-    )
-    assert result.subtasks[0].status is SubtaskStatus.needs_review
-    assert "approval.requested" in await event_types(sessions, run_id)
-
-
 async def test_semantic_consensus_embeds_the_candidates_once(
     temporal_client: Client,
     worker: Worker,
