@@ -38,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
         LLM_TIMEOUT,
         MAX_DELTA_EVENTS,
         PLANNER_COMPLETION_TOKENS,
-        WRITE_RETRY,
-        WRITE_TIMEOUT,
         estimate,
         pick_one,
         short_reason,
@@ -66,13 +64,12 @@ class OrchestrationWorkflow(SubtaskSteps):
     @workflow.run
     async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
         self._ledger = BudgetLedger(budget_usd=inp.budget_usd)
+        self._local_bookkeeping = workflow.patched("nexus-local-bookkeeping")
         try:
             await self._event(inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy})
-            snapshot = await workflow.execute_activity_method(
+            snapshot = await self._bookkeeping(
                 OrchestrationActivities.load_models,
                 LoadModelsInput(tenant_id=inp.tenant_id, allowed=inp.allowed_models),
-                start_to_close_timeout=WRITE_TIMEOUT,
-                retry_policy=WRITE_RETRY,
             )
             self._models = [ModelInfo.from_entry(m) for m in snapshot.models]
             plan, source = await self._plan(inp)
@@ -238,7 +235,7 @@ class OrchestrationWorkflow(SubtaskSteps):
         terminal = PublishEventInput(
             tenant_id=inp.tenant_id, workflow_id=self._wid, seq=self._seq, type=event, data=data
         )
-        await workflow.execute_activity_method(
+        await self._bookkeeping(
             RunActivities.finish_run,
             FinishRunInput(
                 tenant_id=inp.tenant_id,
@@ -252,8 +249,6 @@ class OrchestrationWorkflow(SubtaskSteps):
                 run_id=workflow.info().run_id,
                 terminal_event=terminal,
             ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=WRITE_RETRY,
         )
 
     async def _close(self, inp: OrchestrationInput, status: RunStatus, reason: str) -> None:

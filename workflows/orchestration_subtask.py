@@ -110,6 +110,10 @@ class SubtaskSteps:
 
     def __init__(self) -> None:
         self._seq = 0
+        # Short bookkeeping (events, catalog snapshot, subtask prompt, run close) runs as local
+        # activities: no server round trip each. Runs recorded before this change replay on the
+        # old path; set in run() by workflow.patched().
+        self._local_bookkeeping = False
         self._ledger = BudgetLedger(budget_usd=Decimal(0))
         self._models: list[ModelInfo] = []
         self._answers: dict[str, PayloadRef] = {}
@@ -121,13 +125,21 @@ class SubtaskSteps:
     async def _event(self, inp: OrchestrationInput, type: str, data: dict[str, Any]) -> None:
         # The seq is taken before the await so concurrent events get distinct, replay-stable numbers.
         self._seq += 1
-        await workflow.execute_activity_method(
+        await self._bookkeeping(
             RunActivities.publish_run_event,
             PublishEventInput(
                 tenant_id=inp.tenant_id, workflow_id=self._wid, seq=self._seq, type=type, data=data
             ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=WRITE_RETRY,
+        )
+
+    async def _bookkeeping(self, method: Any, arg: Any) -> Any:
+        """Run a short, idempotent bookkeeping activity (locally once the patch is in effect)."""
+        if self._local_bookkeeping:
+            return await workflow.execute_local_activity_method(
+                method, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
+            )
+        return await workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
         )
 
     async def _subtask(self, inp: OrchestrationInput, subtask: Subtask) -> SubtaskResult:
@@ -135,7 +147,7 @@ class SubtaskSteps:
         failed proposer or an unroutable subtask (those are results, not run failures)."""
         sid = subtask.id
         await self._event(inp, Ev.subtask_started, {"subtask_id": sid})
-        prepared = await workflow.execute_activity_method(
+        prepared = await self._bookkeeping(
             OrchestrationActivities.prepare_subtask,
             PrepareSubtaskInput(
                 tenant_id=inp.tenant_id,
@@ -144,8 +156,6 @@ class SubtaskSteps:
                 subtask=subtask,
                 dependency_answers={d: self._answers[d] for d in subtask.depends_on if d in self._answers},
             ),
-            start_to_close_timeout=WRITE_TIMEOUT,
-            retry_policy=WRITE_RETRY,
         )
         try:
             panel = choose_panel(
