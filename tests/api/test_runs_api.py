@@ -102,7 +102,13 @@ async def test_probe_run_completes_with_samples_events_and_audit(
     assert done["result"]["ok"] is True
     # Postgres, Redis and every configured provider endpoint (here: the simulated ones).
     targets = {s["target"] for s in done["result"]["samples"]}
-    assert {"postgres", "redis", "provider.sim-openai", "provider.sim-anthropic", "provider.sim-gemini"} <= targets
+    assert {
+        "postgres",
+        "redis",
+        "provider.sim-openai",
+        "provider.sim-anthropic",
+        "provider.sim-gemini",
+    } <= targets
     assert all(s["ok"] for s in done["result"]["samples"])
     types = [e["type"] for e in done["events"]]
     assert types[0] == "run.started"
