@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.approvals.notify import NotificationSettings
 from core.pipelines.settings import PipelineSettings
 from core.providers.settings import ProvidersSettings
+from core.rag.settings import RagSettings
 
 
 class PortsSettings(BaseModel):
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
     approvals: NotificationSettings = Field(
         default_factory=NotificationSettings, description="Approval notification channels and SMTP relay."
     )

@@ -22,13 +22,16 @@ from activities.llm import LlmActivities
 from activities.orchestration import OrchestrationActivities
 from activities.pipeline_steps import PipelineActivities
 from activities.probe import ProbeActivities
+from activities.rag import RagActivities
 from core.approvals.notify import notification_settings
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.providers import Catalog, ProviderRegistry
+from core.rag.settings import rag_settings
 from core.temporal.client import connect
 from workflows.approval import ApprovalWorkflow
+from workflows.ingest import IngestDocumentWorkflow
 from workflows.orchestrate import OrchestrationWorkflow
 from workflows.pipeline import PipelineWorkflow
 from workflows.probe import ProbeWorkflow
@@ -56,10 +59,17 @@ def build_worker(
     orchestration = OrchestrationActivities(llm)
     approvals = ApprovalActivities(sessions, redis, notification_settings(settings))
     pipelines = PipelineActivities(sessions, redis, settings, llm)
+    rag = RagActivities(sessions, redis, registry, rag_settings(settings))
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ProbeWorkflow, OrchestrationWorkflow, ApprovalWorkflow, PipelineWorkflow],
+        workflows=[
+            ProbeWorkflow,
+            OrchestrationWorkflow,
+            ApprovalWorkflow,
+            PipelineWorkflow,
+            IngestDocumentWorkflow,
+        ],
         activities=[
             probe.probe_postgres,
             probe.probe_redis,
@@ -86,6 +96,11 @@ def build_worker(
             pipelines.pipeline_outputs,
             pipelines.pipeline_progress,
             pipelines.pipeline_load_version,
+            rag.rag_parse,
+            rag.rag_pii_hook,
+            rag.rag_chunk,
+            rag.rag_embed_batch,
+            rag.rag_finalize,
         ],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
     )

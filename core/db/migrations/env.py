@@ -12,6 +12,7 @@ import core.db.conversation_models  # noqa: F401  (registers the conversation ta
 import core.db.gateway_models  # noqa: F401  (registers the gateway tables on Base.metadata)
 import core.db.orchestration_models  # noqa: F401  (registers model_calls on Base.metadata)
 import core.db.pipeline_models  # noqa: F401  (registers the pipeline tables on Base.metadata)
+import core.db.rag_models  # noqa: F401  (registers the knowledge-base tables on Base.metadata)
 from core.db.models import Base
 
 config = context.config

@@ -1,0 +1,304 @@
+"""``/v1/knowledge-bases/{id}/documents``, ``/search`` and ``/answer``.
+
+An upload (multipart ``file`` + optional ``title``/``metadata`` fields, or JSON ``{title, text,
+content_type}``) is checked, stored, and indexed by an ``IngestDocument`` run (202 + run id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
+from api.pagination import CursorQuery, LimitQuery, encode_cursor
+from api.routes.knowledge_bases import (
+    RUN_TIMEOUT,
+    AnswerOut,
+    AnswerRequest,
+    DocumentOut,
+    SearchHit,
+    SearchRequest,
+    TextDocument,
+    _after,
+    _doc_out,
+    _registry,
+)
+from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID
+from core.db.rag_models import KnowledgeBase
+from core.errors import ValidationFailed
+from core.governance.audit import append
+from core.identity import Permission, Principal
+from core.rag import answer as answering
+from core.rag.contracts import RUN_KIND, WORKFLOW_NAME, DocumentStatus, IngestInput
+from core.rag.embed import embedder_for
+from core.rag.parse import check_upload, resolve_content_type
+from core.rag.search import Result, search
+from core.rag.settings import rag_settings
+from core.rag.store import RagRepository
+from core.rag.uploads import put_bytes
+from core.runs import RunRepository, workflow_id
+
+router = APIRouter(tags=["knowledge-bases"])
+
+
+async def _read_upload(request: Request, max_bytes: int) -> tuple[str, str, bytes, dict[str, Any]]:
+    """(title, content_type, bytes, metadata) of a multipart or JSON upload."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ValidationFailed("multipart uploads need a 'file' part")
+        data = await upload.read(max_bytes + 1)
+        content_type = resolve_content_type(upload.content_type, upload.filename)
+        title = str(form.get("title") or upload.filename or "untitled")[:300]
+        try:
+            metadata = json.loads(str(form.get("metadata") or "{}"))
+        except ValueError:
+            raise ValidationFailed("metadata must be a JSON object") from None
+        if not isinstance(metadata, dict):
+            raise ValidationFailed("metadata must be a JSON object")
+        return title, content_type, data, metadata
+    raw = await request.body()
+    if len(raw) > 2 * max_bytes:
+        raise ValidationFailed(f"the document exceeds the limit of {max_bytes} bytes")
+    try:
+        body = TextDocument.model_validate_json(raw)
+    except ValidationError:
+        raise ValidationFailed("body must be {title, text, content_type, metadata}") from None
+    content_type = resolve_content_type(body.content_type, None)
+    return body.title, content_type, body.text.encode("utf-8"), dict(body.metadata)
+
+
+async def _start(temporal: Client, wid: str, inp: IngestInput, principal: Principal, queue: str) -> None:
+    """Start the ingestion once; a running or closed twin under the same id is left alone."""
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_TENANT_ID, principal.tenant_id),
+            SearchAttributePair(SA_RUN_KIND, RUN_KIND),
+            SearchAttributePair(SA_CREATED_BY, principal.actor),
+        ]
+    )
+    try:
+        await temporal.start_workflow(
+            WORKFLOW_NAME,
+            inp,
+            id=wid,
+            task_queue=queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=attributes,
+            execution_timeout=RUN_TIMEOUT,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+
+
+@router.post("/knowledge-bases/{kb_id}/documents", response_model=DocumentOut, status_code=202)
+async def upload_document(
+    kb_id: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+    temporal: TemporalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> DocumentOut:
+    """Upload a document (202 + run id). The same content in this knowledge base (by SHA-256) or
+    the same ``Idempotency-Key`` returns the existing document (``duplicate: true``)."""
+    principal.require(Permission.runs_write)
+    cfg = rag_settings(state.settings)
+    tenant = principal.tenant_id
+    repo = RagRepository.from_session(session)
+    kb: KnowledgeBase = await repo.get_kb(tenant, kb_id)
+    runs = RunRepository.from_session(session)
+    if idempotency_key is not None:
+        existing_run = await runs.by_idempotency_key(tenant, RUN_KIND, idempotency_key)
+        if existing_run is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            doc_id = existing_run.input_summary.get("document_id", "")
+            return _doc_out(await repo.get_document(tenant, kb.id, doc_id), duplicate=True)
+    title, content_type, data, metadata = await _read_upload(request, cfg.max_upload_bytes)
+    check_upload(data, content_type, cfg.max_upload_bytes)
+    digest = hashlib.sha256(data).hexdigest()
+    doc_id = uuid.uuid4()
+    wid = workflow_id(RUN_KIND, tenant, doc_id.hex)
+    # Stored and committed before the start, so the first activity can read them.
+    async with state.sessions() as write, write.begin():
+        source = await put_bytes(write, tenant, data, content_type, idempotency_key=f"kb:{kb.id}:{digest}")
+        doc, created = await RagRepository.from_session(write).insert_document(
+            tenant,
+            id=doc_id,
+            kb_id=kb.id,
+            title=title,
+            content_type=content_type,
+            sha256=digest,
+            size=len(data),
+            status=DocumentStatus.pending,
+            source_payload_id=uuid.UUID(source.id),
+            workflow_id=wid,
+            chunk_count=0,
+            metadata_=metadata,
+            created_by=principal.actor,
+        )
+    if not created and doc.status in (DocumentStatus.ready, DocumentStatus.failed):
+        response.headers["Idempotent-Replayed"] = "true"
+        return _doc_out(doc, duplicate=True)
+    # New, or a twin still pending/indexing: (re)ensure its run exists — starts are idempotent.
+    await runs.create(
+        tenant_id=tenant,
+        workflow_id=doc.workflow_id,
+        kind=RUN_KIND,
+        created_by=principal.actor,
+        idempotency_key=idempotency_key if created else None,
+        input_summary={"document_id": str(doc.id), "knowledge_base_id": str(kb.id), "title": doc.title},
+    )
+    inp = IngestInput(
+        tenant_id=tenant,
+        kb_id=str(kb.id),
+        document_id=str(doc.id),
+        source=source,
+        content_type=doc.content_type,
+        embedding_model=kb.embedding_model,
+        chunk_tokens=kb.chunk_tokens,
+        chunk_overlap=kb.chunk_overlap,
+        embed_batch=cfg.embed_batch,
+        created_by=principal.actor,
+    )
+    await _start(temporal, doc.workflow_id, inp, principal, state.settings.temporal.task_queue)
+    if created:
+        await append(
+            session,
+            actor=principal.actor,
+            action="kb.document.upload",
+            tenant_id=tenant,
+            target=str(doc.id),
+            data={"knowledge_base_id": str(kb.id), "sha256": digest, "size": len(data)},
+        )
+    return _doc_out(doc, duplicate=not created)
+
+
+@router.get("/knowledge-bases/{kb_id}/documents")
+async def list_documents(
+    kb_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """The knowledge base's documents, newest first, with their indexing status."""
+    principal.require(Permission.runs_read)
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    rows = await repo.list_documents(principal.tenant_id, kb.id, limit, _after(cursor))
+    nxt = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)]) if len(rows) == limit else None
+    return {"data": [_doc_out(d).model_dump(mode="json") for d in rows], "next_cursor": nxt}
+
+
+@router.get("/knowledge-bases/{kb_id}/documents/{document_id}", response_model=DocumentOut)
+async def get_document(
+    kb_id: str, document_id: str, session: SessionDep, principal: PrincipalDep
+) -> DocumentOut:
+    """One document and its status (pending, indexing, ready, failed)."""
+    principal.require(Permission.runs_read)
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    return _doc_out(await repo.get_document(principal.tenant_id, kb.id, document_id))
+
+
+@router.delete("/knowledge-bases/{kb_id}/documents/{document_id}", status_code=204)
+async def delete_document(
+    kb_id: str, document_id: str, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    """Erase a document with its chunks and vectors; the audit event records the counts."""
+    principal.require(Permission.runs_write)
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    doc = await repo.get_document(principal.tenant_id, kb.id, document_id)
+    removed = await repo.delete_document(doc)
+    await append(
+        session,
+        actor=principal.actor,
+        action="kb.document.delete",
+        tenant_id=principal.tenant_id,
+        target=str(doc.id),
+        data={"knowledge_base_id": str(kb.id), "sha256": doc.sha256, "chunks_deleted": removed},
+    )
+    return Response(status_code=204)
+
+
+def _hit(r: Result) -> SearchHit:
+    return SearchHit(
+        document_id=r.hit.document_id,
+        document_title=r.hit.document_title,
+        chunk_index=r.hit.chunk_index,
+        text=r.hit.text,
+        start=r.hit.start,
+        end=r.hit.end,
+        score=r.score,
+        vector_score=r.vector_score,
+        keyword_score=r.keyword_score,
+        metadata=r.hit.metadata,
+    )
+
+
+async def _search(
+    state: AppState, session: Any, principal: Principal, kb_id: str, body: SearchRequest
+) -> list[Result]:
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    return await search(
+        repo,
+        embedder_for(kb.embedding_model, _registry(state)),
+        tenant_id=principal.tenant_id,
+        kb_id=kb.id,
+        query=body.query,
+        top_k=body.top_k,
+        mode=body.mode,
+        filters=body.filters,
+        use_mmr=body.mmr,
+    )
+
+
+@router.post("/knowledge-bases/{kb_id}/search")
+async def search_kb(
+    kb_id: str, body: SearchRequest, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> dict[str, Any]:
+    """Hybrid (vector + full-text, RRF), vector-only or keyword-only search of ready documents."""
+    principal.require(Permission.runs_read)
+    results = await _search(state, session, principal, kb_id, body)
+    return {"data": [_hit(r).model_dump(mode="json") for r in results]}
+
+
+@router.post("/knowledge-bases/{kb_id}/answer", response_model=AnswerOut)
+async def answer_kb(
+    kb_id: str, body: AnswerRequest, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> AnswerOut:
+    """Answer from the knowledge base with citations, or say it is not found there."""
+    principal.require(Permission.runs_write)
+    registry = _registry(state)
+    if registry is None or not principal.allows_scope(f"models:{body.model}"):
+        raise ValidationFailed("the model is not available to this key")
+    registry.catalog.get(body.model)
+    query = SearchRequest(query=body.query, top_k=body.top_k)
+    results = await _search(state, session, principal, kb_id, query)
+    min_score = (
+        body.min_score if body.min_score is not None else rag_settings(state.settings).answer_min_score
+    )
+    out = await answering.answer(registry, body.model, body.query, results, min_score, body.max_tokens)
+    return AnswerOut(
+        answer=out.text, found=out.found, model=out.model, citations=[_hit(r) for r in out.sources]
+    )

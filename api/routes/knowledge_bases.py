@@ -1,0 +1,240 @@
+"""``/v1/knowledge-bases``: knowledge bases, documents (ingested by a workflow), search and answers.
+
+Uploads are checked (type, size, magic number), stored in the payload table and indexed by the
+``IngestDocument`` workflow; the same content in the same knowledge base is deduplicated by hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from api.deps import AppState, PrincipalDep, SessionDep, StateDep
+from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
+from api.schemas import StrictModel
+from core.db.rag_models import EMBEDDING_DIMS, KbDocument, KnowledgeBase
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.governance.audit import append
+from core.identity import Permission, Principal
+from core.providers.catalog import Capability
+from core.providers.registry import ProviderRegistry
+from core.rag.search import SearchMode
+from core.rag.settings import LOCAL_MODEL
+from core.rag.store import RagRepository
+
+router = APIRouter(tags=["knowledge-bases"])
+RUN_TIMEOUT = dt.timedelta(hours=6)
+
+
+class KbCreate(StrictModel):
+    """A new knowledge base."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    embedding_model: str = Field(
+        LOCAL_MODEL, description="local/all-minilm-l6-v2 or a catalog embedding model."
+    )
+    chunk_tokens: int = Field(200, ge=32, le=250)
+    chunk_overlap: int = Field(30, ge=0, le=100)
+
+
+class KbUpdate(StrictModel):
+    """Rename or describe a knowledge base (the embedding model is fixed once created)."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+
+
+class KbOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    embedding_model: str
+    chunk_tokens: int
+    chunk_overlap: int
+    created_at: dt.datetime
+
+
+class TextDocument(StrictModel):
+    """A JSON upload: the document's text inline."""
+
+    title: str = Field(min_length=1, max_length=300)
+    text: str = Field(min_length=1)
+    content_type: str = "text/plain"
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    knowledge_base_id: str
+    title: str
+    content_type: str
+    sha256: str
+    size: int
+    status: str
+    chunk_count: int
+    metadata: dict[str, Any]
+    run_id: str
+    error: str | None = None
+    duplicate: bool = False
+    created_at: dt.datetime
+
+
+class SearchRequest(StrictModel):
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(5, ge=1, le=50)
+    mode: SearchMode = SearchMode.hybrid
+    filters: dict[str, str | int | float | bool] | None = Field(
+        None, description="Document metadata equality."
+    )
+    mmr: bool = False
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    document_title: str
+    chunk_index: int
+    text: str
+    start: int | None
+    end: int | None
+    score: float
+    vector_score: float | None
+    keyword_score: float | None
+    metadata: dict[str, Any]
+
+
+class AnswerRequest(StrictModel):
+    model: str
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(5, ge=1, le=20)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    max_tokens: int = Field(512, ge=1, le=4096)
+
+
+class AnswerOut(BaseModel):
+    answer: str
+    found: bool
+    model: str | None
+    citations: list[SearchHit]
+
+
+def _kb_out(kb: KnowledgeBase) -> KbOut:
+    return KbOut(
+        id=str(kb.id),
+        name=kb.name,
+        description=kb.description,
+        embedding_model=kb.embedding_model,
+        chunk_tokens=kb.chunk_tokens,
+        chunk_overlap=kb.chunk_overlap,
+        created_at=kb.created_at,
+    )
+
+
+def _doc_out(doc: KbDocument, duplicate: bool = False) -> DocumentOut:
+    return DocumentOut(
+        id=str(doc.id),
+        knowledge_base_id=str(doc.kb_id),
+        title=doc.title,
+        content_type=doc.content_type,
+        sha256=doc.sha256,
+        size=doc.size,
+        status=doc.status,
+        chunk_count=doc.chunk_count,
+        metadata=doc.metadata_,
+        run_id=doc.workflow_id,
+        error=doc.error,
+        duplicate=duplicate,
+        created_at=doc.created_at,
+    )
+
+
+def _registry(state: AppState) -> ProviderRegistry | None:
+    return state.gateway.registry if state.gateway else None
+
+
+def _check_embedding_model(state: AppState, principal: Principal, model: str) -> None:
+    if model == LOCAL_MODEL:
+        return
+    catalog = state.gateway.catalog if state.gateway else None
+    if catalog is None or not principal.allows_scope(f"models:{model}"):
+        raise NotFound(f"model {model!r} does not exist or is not available to this key")
+    entry = catalog.get(model)
+    if Capability.embeddings not in entry.capabilities or entry.embedding_dims != EMBEDDING_DIMS:
+        raise ValidationFailed(f"knowledge bases need an embedding model with {EMBEDDING_DIMS} dimensions")
+
+
+def _after(cursor: str | None) -> tuple[dt.datetime, str] | None:
+    values = decode_cursor(cursor)
+    if values is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(str(values[0])), str(uuid.UUID(str(values[1])))
+    except (ValueError, IndexError):
+        raise ValidationFailed("invalid cursor") from None
+
+
+@router.post("/knowledge-bases", response_model=KbOut, status_code=201)
+async def create_kb(body: KbCreate, session: SessionDep, principal: PrincipalDep, state: StateDep) -> KbOut:
+    """Create a knowledge base with its embedding model and chunking settings."""
+    principal.require(Permission.runs_write)
+    if body.chunk_overlap >= body.chunk_tokens:
+        raise ValidationFailed("chunk_overlap must be smaller than chunk_tokens")
+    _check_embedding_model(state, principal, body.embedding_model)
+    repo = RagRepository.from_session(session)
+    if await repo.kb_by_name(principal.tenant_id, body.name) is not None:
+        raise Conflict("a knowledge base with this name exists")
+    kb = await repo.create_kb(principal.tenant_id, created_by=principal.actor, **body.model_dump())
+    await append(
+        session, actor=principal.actor, action="kb.create", tenant_id=principal.tenant_id, target=str(kb.id)
+    )
+    await session.refresh(kb)
+    return _kb_out(kb)
+
+
+@router.get("/knowledge-bases")
+async def list_kbs(
+    session: SessionDep, principal: PrincipalDep, limit: LimitQuery = 50, cursor: CursorQuery = None
+) -> dict[str, Any]:
+    """The tenant's knowledge bases, newest first."""
+    principal.require(Permission.runs_read)
+    rows = await RagRepository.from_session(session).list_kbs(principal.tenant_id, limit, _after(cursor))
+    nxt = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)]) if len(rows) == limit else None
+    return {"data": [_kb_out(kb).model_dump(mode="json") for kb in rows], "next_cursor": nxt}
+
+
+@router.get("/knowledge-bases/{kb_id}", response_model=KbOut)
+async def get_kb(kb_id: str, session: SessionDep, principal: PrincipalDep) -> KbOut:
+    """One knowledge base."""
+    principal.require(Permission.runs_read)
+    return _kb_out(await RagRepository.from_session(session).get_kb(principal.tenant_id, kb_id))
+
+
+@router.patch("/knowledge-bases/{kb_id}", response_model=KbOut)
+async def update_kb(kb_id: str, body: KbUpdate, session: SessionDep, principal: PrincipalDep) -> KbOut:
+    """Rename or re-describe a knowledge base."""
+    principal.require(Permission.runs_write)
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    return _kb_out(await repo.update_kb(kb, **body.model_dump(exclude_none=True)))
+
+
+@router.delete("/knowledge-bases/{kb_id}", status_code=204)
+async def delete_kb(kb_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    """Delete a knowledge base, its documents, chunks and vectors (audited with counts)."""
+    principal.require(Permission.runs_write)
+    repo = RagRepository.from_session(session)
+    kb = await repo.get_kb(principal.tenant_id, kb_id)
+    docs, chunks = await repo.delete_kb(principal.tenant_id, kb.id)
+    await append(
+        session,
+        actor=principal.actor,
+        action="kb.delete",
+        tenant_id=principal.tenant_id,
+        target=str(kb.id),
+        data={"documents": docs, "chunks": chunks},
+    )
+    return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Knowledge bases: parsing, chunking, embedding, storage and hybrid retrieval with citations."""

@@ -1,0 +1,132 @@
+"""Contracts of the ``IngestDocument`` workflow and its activities: pure pydantic, no I/O.
+
+Document bytes and parsed text travel as :class:`PayloadRef` claim-checks; chunk texts and
+vectors never enter the workflow history (activities read and write them in Postgres).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from core.orchestration.contracts import PayloadRef
+
+WORKFLOW_NAME = "IngestDocument"
+RUN_KIND = "ingest"
+
+
+class DocumentStatus:
+    """Values of ``kb_documents.status``; only ``ready`` documents are searchable."""
+
+    pending = "pending"
+    indexing = "indexing"
+    ready = "ready"
+    failed = "failed"
+
+
+class IngestInput(BaseModel):
+    """Input of ``IngestDocument``: one stored upload of one document of one knowledge base."""
+
+    tenant_id: str
+    kb_id: str
+    document_id: str
+    source: PayloadRef
+    content_type: str
+    embedding_model: str
+    chunk_tokens: int = 200
+    chunk_overlap: int = 30
+    embed_batch: int = 32
+    created_by: str = ""
+
+
+class IngestResult(BaseModel):
+    """Result of ``IngestDocument``."""
+
+    document_id: str
+    status: str
+    chunk_count: int = 0
+
+
+class ParseInput(BaseModel):
+    """Input of ``rag_parse``."""
+
+    tenant_id: str
+    workflow_id: str
+    document_id: str
+    source: PayloadRef
+    content_type: str
+
+
+class ParseResult(BaseModel):
+    """The parsed text (stored) and its structure (``markdown`` or ``text``)."""
+
+    text: PayloadRef
+    structure: str
+    chars: int
+
+
+class PiiHookInput(BaseModel):
+    """Input of ``rag_pii_hook``: the governance work will redact or refuse here."""
+
+    tenant_id: str
+    workflow_id: str
+    document_id: str
+    text: PayloadRef
+
+
+class PiiHookResult(BaseModel):
+    """The text to index (unchanged today) and how many spans were redacted."""
+
+    text: PayloadRef
+    redactions: int = 0
+
+
+class ChunkInput(BaseModel):
+    """Input of ``rag_chunk``."""
+
+    tenant_id: str
+    workflow_id: str
+    document_id: str
+    text: PayloadRef
+    structure: str
+    chunk_tokens: int
+    chunk_overlap: int
+
+
+class ChunkResult(BaseModel):
+    """How many chunks the document has (all stored, none embedded yet)."""
+
+    chunk_count: int
+
+
+class EmbedBatchInput(BaseModel):
+    """Input of ``rag_embed_batch``: embed chunks ``first`` ≤ index < ``last`` still without a vector."""
+
+    tenant_id: str
+    workflow_id: str
+    document_id: str
+    embedding_model: str
+    first: int = Field(ge=0)
+    last: int = Field(ge=0)
+
+
+class EmbedBatchResult(BaseModel):
+    """How many vectors this call wrote (0 when a retry found them all written)."""
+
+    embedded: int
+
+
+class FinalizeInput(BaseModel):
+    """Input of ``rag_finalize``: flip the document to ``ready`` (or ``failed``)."""
+
+    tenant_id: str
+    workflow_id: str
+    document_id: str
+    chunk_count: int = 0
+    error: str | None = None
+
+
+class FinalizeResult(BaseModel):
+    """The document's final status and chunk count."""
+
+    status: str
+    chunk_count: int

@@ -1,0 +1,120 @@
+"""Hybrid retrieval: vector top-k and full-text top-k fused by reciprocal rank fusion, then MMR.
+
+RRF (Cormack et al., 2009): ``score(d) = Σ_r 1 / (k + rank_r(d))`` over the retrievers that
+returned ``d`` (ranks from 1, ``k = 60``). MMR (Carbonell & Goldstein, 1998) re-orders the fused
+candidates to balance relevance against similarity to what was already picked.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from core.rag.embed import Embedder
+from core.rag.store import Hit, RagRepository
+
+RRF_K = 60
+_WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
+
+
+class SearchMode(StrEnum):
+    """Which retrievers run."""
+
+    hybrid = "hybrid"
+    vector = "vector"
+    keyword = "keyword"
+
+
+@dataclass
+class Result:
+    """A fused result: the chunk, its fused score and each retriever's rank/score."""
+
+    hit: Hit
+    score: float
+    vector_score: float | None = None
+    keyword_score: float | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+
+
+def keyword_query(query: str) -> str:
+    """An OR ``to_tsquery`` text of the query's words (sanitised: letters and digits only)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:32]
+    return " | ".join(words)
+
+
+def rrf(rankings: dict[str, list[Hit]], k: int = RRF_K) -> list[Result]:
+    """Fuse ranked lists (best first) by reciprocal rank fusion; ties keep first-seen order."""
+    fused: dict[int, Result] = {}
+    for name, hits in rankings.items():
+        for rank, hit in enumerate(hits, start=1):
+            result = fused.setdefault(hit.chunk_id, Result(hit=hit, score=0.0))
+            result.score += 1.0 / (k + rank)
+            result.ranks[name] = rank
+            if name == "vector":
+                result.vector_score = hit.score
+            elif name == "keyword":
+                result.keyword_score = hit.score
+    return sorted(fused.values(), key=lambda r: r.score, reverse=True)
+
+
+def mmr(
+    results: list[Result],
+    vectors: dict[int, list[float]],
+    query: list[float],
+    top_k: int,
+    lambda_: float = 0.5,
+) -> list[Result]:
+    """Maximal marginal relevance over ``results`` (cosine on normalised vectors)."""
+    pool = [r for r in results if r.hit.chunk_id in vectors]
+    if not pool:
+        return results[:top_k]
+    matrix = np.asarray([vectors[r.hit.chunk_id] for r in pool], dtype=np.float32)
+    relevance = matrix @ np.asarray(query, dtype=np.float32)
+    picked: list[int] = []
+    while len(picked) < min(top_k, len(pool)):
+        best, best_value = -1, -np.inf
+        for i in range(len(pool)):
+            if i in picked:
+                continue
+            redundancy = max((float(matrix[i] @ matrix[j]) for j in picked), default=0.0)
+            value = lambda_ * float(relevance[i]) - (1 - lambda_) * redundancy
+            if value > best_value:
+                best, best_value = i, value
+        picked.append(best)
+    return [pool[i] for i in picked]
+
+
+async def search(
+    repo: RagRepository,
+    embedder: Embedder,
+    *,
+    tenant_id: str,
+    kb_id: uuid.UUID,
+    query: str,
+    top_k: int = 5,
+    mode: SearchMode = SearchMode.hybrid,
+    filters: dict[str, Any] | None = None,
+    use_mmr: bool = False,
+    candidates: int | None = None,
+) -> list[Result]:
+    """The ``top_k`` best chunks of the tenant's knowledge base for ``query``."""
+    pool = candidates or max(4 * top_k, 20)
+    rankings: dict[str, list[Hit]] = {}
+    query_vector: list[float] | None = None
+    if mode in (SearchMode.hybrid, SearchMode.vector) or use_mmr:
+        query_vector = (await embedder.embed([query]))[0]
+    if mode in (SearchMode.hybrid, SearchMode.vector):
+        assert query_vector is not None
+        rankings["vector"] = await repo.vector_search(tenant_id, kb_id, query_vector, pool, filters)
+    if mode in (SearchMode.hybrid, SearchMode.keyword):
+        rankings["keyword"] = await repo.keyword_search(tenant_id, kb_id, keyword_query(query), pool, filters)
+    fused = rrf(rankings)
+    if use_mmr and query_vector is not None:
+        vectors = await repo.embeddings_of(tenant_id, [r.hit.chunk_id for r in fused])
+        return mmr(fused, vectors, query_vector, top_k)
+    return fused[:top_k]

@@ -1,0 +1,209 @@
+"""The ``IngestDocument`` workflow: parse → PII hook → chunk → embed in batches → mark ready.
+
+The document's bytes and text travel as payload references; chunks and vectors stay in
+Postgres. The document becomes searchable only in the last activity (``rag_finalize``), so a
+crash anywhere before leaves nothing half-indexed visible; a resumed run skips batches whose
+vectors are already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.rag import RagActivities
+    from core.contracts import EventType, FinishRunInput, PublishEventInput, RunStatus
+    from core.rag.contracts import (
+        RUN_KIND,
+        ChunkInput,
+        DocumentStatus,
+        EmbedBatchInput,
+        FinalizeInput,
+        IngestInput,
+        IngestResult,
+        ParseInput,
+        PiiHookInput,
+    )
+
+RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=["BadInput", "UnsupportedDocument"],
+)
+STEP_TIMEOUT = timedelta(minutes=5)
+EMBED_HEARTBEAT = timedelta(seconds=10)
+WRITE_TIMEOUT = timedelta(seconds=30)
+
+
+@workflow.defn(name="IngestDocument")
+class IngestDocumentWorkflow:
+    """Index one uploaded document of a knowledge base, exactly once.
+
+    Events: ``run.started``, ``ingest.parsed``, ``ingest.chunked``, ``ingest.embedded`` per
+    batch, then ``run.completed`` (or ``run.failed`` / ``run.cancelled``).
+    """
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    @workflow.run
+    async def run(self, inp: IngestInput) -> IngestResult:
+        wid = workflow.info().workflow_id
+        try:
+            await self._event(inp, EventType.started, {"document_id": inp.document_id})
+            parsed = await workflow.execute_activity_method(
+                RagActivities.rag_parse,
+                ParseInput(
+                    tenant_id=inp.tenant_id,
+                    workflow_id=wid,
+                    document_id=inp.document_id,
+                    source=inp.source,
+                    content_type=inp.content_type,
+                ),
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            await self._event(inp, "ingest.parsed", {"chars": parsed.chars, "structure": parsed.structure})
+            hooked = await workflow.execute_activity_method(
+                RagActivities.rag_pii_hook,
+                PiiHookInput(
+                    tenant_id=inp.tenant_id, workflow_id=wid, document_id=inp.document_id, text=parsed.text
+                ),
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            chunked = await workflow.execute_activity_method(
+                RagActivities.rag_chunk,
+                ChunkInput(
+                    tenant_id=inp.tenant_id,
+                    workflow_id=wid,
+                    document_id=inp.document_id,
+                    text=hooked.text,
+                    structure=parsed.structure,
+                    chunk_tokens=inp.chunk_tokens,
+                    chunk_overlap=inp.chunk_overlap,
+                ),
+                start_to_close_timeout=STEP_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            total = chunked.chunk_count
+            await self._event(inp, "ingest.chunked", {"chunks": total})
+            for first in range(0, total, inp.embed_batch):
+                last = min(first + inp.embed_batch, total)
+                await workflow.execute_activity_method(
+                    RagActivities.rag_embed_batch,
+                    EmbedBatchInput(
+                        tenant_id=inp.tenant_id,
+                        workflow_id=wid,
+                        document_id=inp.document_id,
+                        embedding_model=inp.embedding_model,
+                        first=first,
+                        last=last,
+                    ),
+                    start_to_close_timeout=STEP_TIMEOUT,
+                    heartbeat_timeout=EMBED_HEARTBEAT,
+                    retry_policy=RETRY,
+                )
+                await self._event(inp, "ingest.embedded", {"done": last, "total": total})
+            final = await self._finalize(
+                inp,
+                FinalizeInput(
+                    tenant_id=inp.tenant_id, workflow_id=wid, document_id=inp.document_id, chunk_count=total
+                ),
+            )
+            result = IngestResult(document_id=inp.document_id, status=final, chunk_count=total)
+            await self._finish(
+                inp, RunStatus.completed, EventType.completed, result.model_dump(), result.model_dump()
+            )
+            return result
+        except BaseException as exc:
+            if is_cancelled_exception(exc):
+                # Cleanup runs after the cancellation was delivered; shield it from a second one.
+                await asyncio.shield(self._fail(inp, RunStatus.cancelled, EventType.cancelled, "cancelled"))
+                raise
+            if not isinstance(exc, ActivityError | ApplicationError):
+                raise  # a workflow bug: fail the task so a fixed worker can resume
+            reason = _short_reason(exc)
+            await self._fail(inp, RunStatus.failed, EventType.failed, reason)
+            raise ApplicationError(
+                f"ingestion failed: {reason}", type="IngestFailed", non_retryable=True
+            ) from exc
+
+    async def _finalize(self, inp: IngestInput, fin: FinalizeInput) -> str:
+        done = await workflow.execute_activity_method(
+            RagActivities.rag_finalize, fin, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=RETRY
+        )
+        return done.status
+
+    async def _fail(self, inp: IngestInput, status: RunStatus, event: EventType, reason: str) -> None:
+        fin = FinalizeInput(
+            tenant_id=inp.tenant_id,
+            workflow_id=workflow.info().workflow_id,
+            document_id=inp.document_id,
+            error=reason,
+        )
+        await self._finalize(inp, fin)
+        failed = IngestResult(document_id=inp.document_id, status=DocumentStatus.failed).model_dump()
+        await self._finish(inp, status, event, {"error": reason}, failed, error=reason)
+
+    async def _event(self, inp: IngestInput, type: str, data: dict[str, Any]) -> None:
+        self._seq += 1
+        await workflow.execute_activity_method(
+            RagActivities.publish_run_event,
+            PublishEventInput(
+                tenant_id=inp.tenant_id,
+                workflow_id=workflow.info().workflow_id,
+                seq=self._seq,
+                type=type,
+                data=data,
+            ),
+            start_to_close_timeout=WRITE_TIMEOUT,
+            retry_policy=RETRY,
+        )
+
+    async def _finish(
+        self,
+        inp: IngestInput,
+        status: RunStatus,
+        event: EventType,
+        data: dict[str, Any],
+        result: dict[str, Any],
+        error: str | None = None,
+    ) -> None:
+        """Close the run row and store its terminal event atomically."""
+        self._seq += 1
+        wid = workflow.info().workflow_id
+        await workflow.execute_activity_method(
+            RagActivities.finish_run,
+            FinishRunInput(
+                tenant_id=inp.tenant_id,
+                workflow_id=wid,
+                kind=RUN_KIND,
+                status=status,
+                result=result,
+                error=error,
+                created_by=inp.created_by,
+                run_id=workflow.info().run_id,
+                terminal_event=PublishEventInput(
+                    tenant_id=inp.tenant_id, workflow_id=wid, seq=self._seq, type=event, data=data
+                ),
+            ),
+            start_to_close_timeout=WRITE_TIMEOUT,
+            retry_policy=RETRY,
+        )
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost failure message, truncated (activities never put secrets in errors)."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return (message or type(cause).__name__)[:300]
