@@ -40,7 +40,14 @@ from core.pipelines.contracts import (
     StepContext,
     StepOutput,
 )
-from core.pipelines.definition import BranchStep, HttpStep, LlmStep, PipelineDefinition, TransformStep
+from core.pipelines.definition import (
+    BranchStep,
+    HttpStep,
+    LlmStep,
+    PipelineDefinition,
+    RagStep,
+    TransformStep,
+)
 from core.pipelines.repository import EffectRepository, PipelineRepository
 from core.pipelines.settings import pipeline_settings
 from core.pipelines.validate import parse_step
@@ -312,6 +319,61 @@ class PipelineActivities:
             out = StepOutput(ref=call.answer, text=True)
         out.cost_usd = float(call.cost_usd)
         return out
+
+    @activity.defn(name="pipeline_rag")
+    async def pipeline_rag(self, inp: StepCall) -> StepOutput:
+        """A ``rag`` step: hybrid search of one of the tenant's knowledge bases (by id or name)."""
+        from core.errors import NotFound
+        from core.rag.embed import embedder_for
+        from core.rag.search import SearchMode, search
+        from core.rag.store import RagRepository
+
+        require_own_workflow(inp.workflow_id, inp.tenant_id)
+        step = parse_step(inp.step)
+        if not isinstance(step, RagStep):
+            raise failure("pipeline_rag needs a rag step", "BadInput")
+        await self.started(inp)
+        scope = await self.context(inp.tenant_id, inp.context)
+        try:
+            query = templating.render(step.query, scope)
+        except templating.TemplateFailed as exc:
+            raise failure(str(exc), "TemplateFailed") from None
+        async with self.sessions() as session:
+            repo = RagRepository.from_session(session)
+            try:
+                kb = await repo.kb_by_name(inp.tenant_id, step.knowledge_base)
+                if kb is None:
+                    kb = await repo.get_kb(inp.tenant_id, step.knowledge_base)
+            except NotFound:
+                raise failure(f"knowledge base {step.knowledge_base!r} not found", "BadInput") from None
+            registry = self.llm.registry if self.llm is not None else None
+            results = await search(
+                repo,
+                embedder_for(kb.embedding_model, registry),
+                tenant_id=inp.tenant_id,
+                kb_id=kb.id,
+                query=query,
+                top_k=step.top_k,
+                mode=SearchMode.hybrid,
+            )
+        value = {
+            "query": query,
+            "results": [
+                {
+                    "document_id": r.hit.document_id,
+                    "document_title": r.hit.document_title,
+                    "chunk_index": r.hit.chunk_index,
+                    "text": r.hit.text,
+                    "score": r.score,
+                }
+                for r in results
+            ],
+        }
+
+        async def make(_: AsyncSession) -> Any:
+            return value
+
+        return await self.finished(inp, make)
 
     # --- workflow helpers ---------------------------------------------------------------
 

@@ -92,6 +92,7 @@ def build_worker(
             pipelines.pipeline_branch,
             pipelines.pipeline_http,
             pipelines.pipeline_llm,
+            pipelines.pipeline_rag,
             pipelines.pipeline_render,
             pipelines.pipeline_outputs,
             pipelines.pipeline_progress,

@@ -55,6 +55,7 @@ _ACTIVITY_STEPS: dict[type, Any] = {
     HttpStep: PipelineActivities.pipeline_http,
     LlmStep: PipelineActivities.pipeline_llm,
     TransformStep: PipelineActivities.pipeline_transform,
+    RagStep: PipelineActivities.pipeline_rag,
 }
 
 
@@ -143,7 +144,7 @@ class StepRunner:
         comp = comp_of is not None
         started = PipelineEvent.compensation_started if comp else PipelineEvent.step_started
         await self.progress(started, label, "compensating" if comp else "running", type=step.type)
-        if isinstance(step, RagStep | ConnectorStep):
+        if isinstance(step, ConnectorStep):
             raise ApplicationError(
                 f"{step.type} steps are not available yet", type="StepNotAvailable", non_retryable=True
             )
