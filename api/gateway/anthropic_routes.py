@@ -169,7 +169,9 @@ async def messages(
                 wire.message_json(resp, served, ctx.request_id, thinking=body.wants_thinking),
                 media_type="application/json",
                 headers={
-                    **gateway_headers(served, resp.provider, bool(model and model.simulated), hit),
+                    **gateway_headers(
+                        served, resp.provider, bool(model and model.simulated), hit if use_cache else None
+                    ),
                     "request-id": ctx.request_id,
                 },
             )

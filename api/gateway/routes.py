@@ -120,7 +120,9 @@ async def chat_completions(
             return Response(
                 wire.completion_json(resp, served, ctx.request_id, FINGERPRINT),
                 media_type="application/json",
-                headers=gateway_headers(served, resp.provider, bool(model and model.simulated), hit),
+                headers=gateway_headers(
+                    served, resp.provider, bool(model and model.simulated), hit if use_cache else None
+                ),
             )
         ctx.stream = True
         opened = await service.open_stream(gw, ctx, normalised)

@@ -10,8 +10,11 @@ from tests.conftest import auth
 
 
 async def test_rag_step_returns_the_relevant_chunk(
-    client: httpx.AsyncClient, api_worker, make_key, tenant_id
-) -> None:  # noqa: F811
+    client: httpx.AsyncClient,
+    api_worker,  # noqa: F811  (the module-scoped worker fixture imported above)
+    make_key,
+    tenant_id,
+) -> None:
     key = await make_key(tenant_id, "developer")
     kb = await make_kb(client, key, "policies")
     doc = await upload_text(
