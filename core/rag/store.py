@@ -44,6 +44,9 @@ class Hit:
     score: float
 
 
+INSERT_BATCH = 2_000
+
+
 class RagRepository:
     """Tenant-scoped SQL of knowledge bases; the caller owns the transaction."""
 
@@ -233,10 +236,16 @@ class RagRepository:
             }
             for c in chunks
         ]
-        result = await self.session.execute(
-            insert(KbChunk).values(rows).on_conflict_do_nothing(index_elements=["document_id", "chunk_index"])
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        # Batches keep each statement under the driver's 32,767 bind parameters (9 per row).
+        inserted = 0
+        for start in range(0, len(rows), INSERT_BATCH):
+            result = await self.session.execute(
+                insert(KbChunk)
+                .values(rows[start : start + INSERT_BATCH])
+                .on_conflict_do_nothing(index_elements=["document_id", "chunk_index"])
+            )
+            inserted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return inserted
 
     async def chunks_to_embed(self, tenant_id: str, document_id: str, first: int, last: int) -> list[KbChunk]:
         """Chunks ``first`` ≤ index < ``last`` that have no vector yet."""
