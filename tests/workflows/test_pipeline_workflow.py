@@ -259,13 +259,26 @@ async def test_parallel_branch_and_large_outputs(deps, tenant: str) -> None:  # 
 async def test_unavailable_step_kinds_fail_clearly(deps, tenant: str) -> None:  # type: ignore[no-untyped-def]
     client, settings, sessions, redis, queue = deps
     async with pipeline_worker(client, settings, sessions, redis, queue):
-        raw = {"name": "rag", "steps": [{"id": "ask", "type": "rag", "knowledge_base": "kb", "query": "q"}]}
+        raw = {
+            "name": "connector",
+            "steps": [{"id": "sync", "type": "connector", "connection": "sf", "action": "create_case"}],
+        }
         wid = new_wid(tenant)
         with pytest.raises(WorkflowFailureError) as info:
             await client.execute_workflow(
                 PipelineWorkflow.run, run_input(tenant, raw), id=wid, task_queue=queue
             )
+        # A rag step over a knowledge base the tenant does not have fails at once, by name.
+        raw_rag = {
+            "name": "rag",
+            "steps": [{"id": "ask", "type": "rag", "knowledge_base": "kb", "query": "q"}],
+        }
+        with pytest.raises(WorkflowFailureError) as rag_info:
+            await client.execute_workflow(
+                PipelineWorkflow.run, run_input(tenant, raw_rag), id=new_wid(tenant), task_queue=queue
+            )
     assert "not available yet" in str(info.value.cause)
+    assert "knowledge base 'kb' not found" in str(rag_info.value.cause)
     run, _ = await run_rows(sessions, wid)
     assert run is not None
     assert run.status == "failed"
