@@ -6,7 +6,7 @@ import argparse
 import platform
 import time
 
-from bench import cold_start, consensus, gateway, orchestration, probe_overhead
+from bench import cold_start, consensus, gateway, knowledge, orchestration, probe_overhead
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     consensus.run()
     print("\n== orchestration overhead (NEXUS run vs hand-written workflow) ==")
     orchestration.run()
+    print("\n== knowledge bases (ingest, vector query p50/p95, HNSW recall@10) ==")
+    knowledge.run()
 
 
 if __name__ == "__main__":

@@ -178,17 +178,22 @@ async def follow(
     event (e.g. terminated from the Temporal UI), which also ends the stream.
     """
     last = after_seq
+    seen = after_seq  # the highest seq seen live
     pubsub = redis.pubsub()
     await pubsub.subscribe(channel(workflow_id))
     try:
 
-        async def backfill() -> AsyncIterator[Event]:
+        async def backfill(contiguous: bool = True) -> AsyncIterator[Event]:
+            # Parallel activities commit events out of order: while following, stop at the first
+            # hole so a late lower seq is not skipped; after an idle period, accept holes.
             nonlocal last
             async with sessions() as session:
                 events = await stored_events(
                     session, tenant_id=tenant_id, workflow_id=workflow_id, after_seq=last
                 )
             for event in events:
+                if contiguous and event.seq != last + 1:
+                    return
                 last = event.seq
                 yield event
 
@@ -197,13 +202,13 @@ async def follow(
             if event.terminal:
                 return
         if is_closed is not None and await is_closed():
-            async for event in backfill():
+            async for event in backfill(contiguous=False):
                 yield event
             return
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=idle_s)
             if message is None:
-                async for event in backfill():
+                async for event in backfill(contiguous=False):
                     yield event
                     if event.terminal:
                         return
@@ -213,6 +218,7 @@ async def follow(
             live = _parse(message)
             if live is None or live.seq <= last:
                 continue
+            seen = max(seen, live.seq)
             if live.seq > last + 1:
                 async for event in backfill():
                     yield event
@@ -223,6 +229,11 @@ async def follow(
             yield live
             if live.terminal:
                 return
+            if seen > last:  # later events already went by live: take them from the table
+                async for event in backfill():
+                    yield event
+                    if event.terminal:
+                        return
     finally:
         try:
             await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -23,6 +23,7 @@ from activities.orchestration import OrchestrationActivities
 from activities.pipeline_steps import PipelineActivities
 from activities.probe import ProbeActivities
 from activities.rag import RagActivities
+from activities.rag_reembed import ReembedActivities
 from core.approvals.notify import notification_settings
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
@@ -35,6 +36,7 @@ from workflows.ingest import IngestDocumentWorkflow
 from workflows.orchestrate import OrchestrationWorkflow
 from workflows.pipeline import PipelineWorkflow
 from workflows.probe import ProbeWorkflow
+from workflows.reembed import ReembedKnowledgeBaseWorkflow
 
 log = logging.getLogger("nexus.worker")
 
@@ -60,6 +62,7 @@ def build_worker(
     approvals = ApprovalActivities(sessions, redis, notification_settings(settings))
     pipelines = PipelineActivities(sessions, redis, settings, llm)
     rag = RagActivities(sessions, redis, registry, rag_settings(settings))
+    reembed = ReembedActivities(sessions, registry)
     return Worker(
         client,
         task_queue=task_queue,
@@ -69,6 +72,7 @@ def build_worker(
             ApprovalWorkflow,
             PipelineWorkflow,
             IngestDocumentWorkflow,
+            ReembedKnowledgeBaseWorkflow,
         ],
         activities=[
             probe.probe_postgres,
@@ -102,6 +106,8 @@ def build_worker(
             rag.rag_chunk,
             rag.rag_embed_batch,
             rag.rag_finalize,
+            reembed.rag_reembed_batch,
+            reembed.rag_reembed_switch,
         ],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
     )

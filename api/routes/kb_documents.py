@@ -172,7 +172,8 @@ async def upload_document(
         document_id=str(doc.id),
         source=source,
         content_type=doc.content_type,
-        embedding_model=kb.embedding_model,
+        # During a model switch new documents go straight to the new model.
+        embedding_model=kb.pending_embedding_model or kb.embedding_model,
         chunk_tokens=kb.chunk_tokens,
         chunk_overlap=kb.chunk_overlap,
         embed_batch=cfg.embed_batch,
@@ -260,9 +261,11 @@ async def _search(
 ) -> list[Result]:
     repo = RagRepository.from_session(session)
     kb = await repo.get_kb(principal.tenant_id, kb_id)
+    registry = _registry(state)
+    pending = kb.pending_embedding_model
     return await search(
         repo,
-        embedder_for(kb.embedding_model, _registry(state)),
+        embedder_for(kb.embedding_model, registry),
         tenant_id=principal.tenant_id,
         kb_id=kb.id,
         query=body.query,
@@ -270,6 +273,8 @@ async def _search(
         mode=body.mode,
         filters=body.filters,
         use_mmr=body.mmr,
+        rerank=body.rerank,
+        pending_embedder=embedder_for(pending, registry) if pending else None,
     )
 
 

@@ -12,19 +12,23 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
-from api.deps import AppState, PrincipalDep, SessionDep, StateDep
+from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
 from api.schemas import StrictModel
+from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID
 from core.db.rag_models import EMBEDDING_DIMS, KbDocument, KnowledgeBase
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.governance.audit import append
 from core.identity import Permission, Principal
 from core.providers.catalog import Capability
 from core.providers.registry import ProviderRegistry
-from core.rag.search import SearchMode
-from core.rag.settings import LOCAL_MODEL
+from core.rag.contracts import REEMBED_RUN_KIND, REEMBED_WORKFLOW_NAME, ReembedInput
+from core.rag.search import Rerank, SearchMode
+from core.rag.settings import LOCAL_MODEL, rag_settings
 from core.rag.store import RagRepository
+from core.runs import RunRepository, workflow_id
 
 router = APIRouter(tags=["knowledge-bases"])
 RUN_TIMEOUT = dt.timedelta(hours=6)
@@ -43,10 +47,15 @@ class KbCreate(StrictModel):
 
 
 class KbUpdate(StrictModel):
-    """Rename or describe a knowledge base (the embedding model is fixed once created)."""
+    """Rename or describe a knowledge base, or switch its embedding model (re-embeds every chunk
+    in a ``ReembedKnowledgeBase`` run; search keeps working meanwhile)."""
 
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=2000)
+    embedding_model: str | None = Field(
+        None,
+        description=f"A new embedding model with {EMBEDDING_DIMS} dimensions: starts a re-embedding run.",
+    )
 
 
 class KbOut(BaseModel):
@@ -54,9 +63,11 @@ class KbOut(BaseModel):
     name: str
     description: str
     embedding_model: str
+    pending_embedding_model: str | None = None
     chunk_tokens: int
     chunk_overlap: int
     created_at: dt.datetime
+    reembed_run_id: str | None = Field(None, description="Set on the update that started a re-embedding.")
 
 
 class TextDocument(StrictModel):
@@ -92,6 +103,9 @@ class SearchRequest(StrictModel):
         None, description="Document metadata equality."
     )
     mmr: bool = False
+    rerank: Rerank = Field(
+        Rerank.none, description="'local': re-score the fused candidates by query cosine + keyword score."
+    )
 
 
 class SearchHit(BaseModel):
@@ -128,6 +142,7 @@ def _kb_out(kb: KnowledgeBase) -> KbOut:
         name=kb.name,
         description=kb.description,
         embedding_model=kb.embedding_model,
+        pending_embedding_model=kb.pending_embedding_model,
         chunk_tokens=kb.chunk_tokens,
         chunk_overlap=kb.chunk_overlap,
         created_at=kb.created_at,
@@ -214,12 +229,78 @@ async def get_kb(kb_id: str, session: SessionDep, principal: PrincipalDep) -> Kb
 
 
 @router.patch("/knowledge-bases/{kb_id}", response_model=KbOut)
-async def update_kb(kb_id: str, body: KbUpdate, session: SessionDep, principal: PrincipalDep) -> KbOut:
-    """Rename or re-describe a knowledge base."""
+async def update_kb(
+    kb_id: str,
+    body: KbUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+    temporal: TemporalDep,
+) -> KbOut:
+    """Rename or re-describe a knowledge base, or switch its embedding model.
+
+    A new ``embedding_model`` is recorded as pending and a ``ReembedKnowledgeBase`` run re-embeds
+    every chunk; the model switches in its last step (409 while another switch is under way;
+    repeating the pending model restarts the run, which resumes where the chunks are)."""
     principal.require(Permission.runs_write)
     repo = RagRepository.from_session(session)
     kb = await repo.get_kb(principal.tenant_id, kb_id)
-    return _kb_out(await repo.update_kb(kb, **body.model_dump(exclude_none=True)))
+    target = body.embedding_model
+    changes = body.model_dump(exclude_none=True, exclude={"embedding_model"})
+    if target is None or (target == kb.embedding_model and kb.pending_embedding_model is None):
+        return _kb_out(await repo.update_kb(kb, **changes))
+    _check_embedding_model(state, principal, target)
+    if kb.pending_embedding_model not in (None, target):
+        raise Conflict(f"the knowledge base is already switching to {kb.pending_embedding_model!r}")
+    tenant = principal.tenant_id
+    wid = workflow_id(REEMBED_RUN_KIND, tenant, uuid.uuid4().hex)
+    # Committed before the start, so the run's switch step finds the pending model.
+    async with state.sessions() as write, write.begin():
+        locked = await RagRepository.from_session(write).lock_kb(tenant, kb.id)
+        if locked.pending_embedding_model not in (None, target):
+            raise Conflict(f"the knowledge base is already switching to {locked.pending_embedding_model!r}")
+        await RagRepository.from_session(write).update_kb(locked, pending_embedding_model=target, **changes)
+    await session.refresh(kb)
+    await RunRepository.from_session(session).create(
+        tenant_id=tenant,
+        workflow_id=wid,
+        kind=REEMBED_RUN_KIND,
+        created_by=principal.actor,
+        input_summary={"knowledge_base_id": str(kb.id), "from": kb.embedding_model, "to": target},
+    )
+    inp = ReembedInput(
+        tenant_id=tenant,
+        kb_id=str(kb.id),
+        target_model=target,
+        batch=rag_settings(state.settings).embed_batch,
+        created_by=principal.actor,
+    )
+    await temporal.start_workflow(
+        REEMBED_WORKFLOW_NAME,
+        inp,
+        id=wid,
+        task_queue=state.settings.temporal.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_TENANT_ID, tenant),
+                SearchAttributePair(SA_RUN_KIND, REEMBED_RUN_KIND),
+                SearchAttributePair(SA_CREATED_BY, principal.actor),
+            ]
+        ),
+        execution_timeout=RUN_TIMEOUT,
+    )
+    await append(
+        session,
+        actor=principal.actor,
+        action="kb.reembed",
+        tenant_id=tenant,
+        target=str(kb.id),
+        data={"from": kb.embedding_model, "to": target, "run_id": wid},
+    )
+    out = _kb_out(kb)
+    out.reembed_run_id = wid
+    return out
 
 
 @router.delete("/knowledge-bases/{kb_id}", status_code=204)

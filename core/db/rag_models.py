@@ -41,6 +41,9 @@ class KnowledgeBase(Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     embedding_model: Mapped[str] = mapped_column(String(200))
+    # Set while a ReembedKnowledgeBase run moves the chunks to this model; its last activity
+    # makes it the ``embedding_model`` and clears it.
+    pending_embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     chunk_tokens: Mapped[int] = mapped_column(Integer)
     chunk_overlap: Mapped[int] = mapped_column(Integer)
     created_by: Mapped[str] = mapped_column(String(200))

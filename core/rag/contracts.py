@@ -130,3 +130,59 @@ class FinalizeResult(BaseModel):
 
     status: str
     chunk_count: int
+
+
+REEMBED_WORKFLOW_NAME = "ReembedKnowledgeBase"
+REEMBED_RUN_KIND = "reembed"
+
+
+class ReembedInput(BaseModel):
+    """Input of ``ReembedKnowledgeBase``: move every embedded chunk of a knowledge base to ``target``."""
+
+    tenant_id: str
+    kb_id: str
+    target_model: str
+    batch: int = Field(32, ge=1, le=512)
+    created_by: str = ""
+    done: int = 0  # chunks re-embedded by earlier runs of a continued-as-new chain
+    seq: int = 0  # last event seq of earlier runs of the chain
+
+
+class ReembedResult(BaseModel):
+    """Result of ``ReembedKnowledgeBase``."""
+
+    kb_id: str
+    embedding_model: str
+    reembedded: int
+
+
+class ReembedBatchInput(BaseModel):
+    """Input of ``rag_reembed_batch``: up to ``batch`` chunks whose model is not ``target_model``."""
+
+    tenant_id: str
+    workflow_id: str
+    kb_id: str
+    target_model: str
+    batch: int = Field(ge=1)
+
+
+class ReembedBatchResult(BaseModel):
+    """How many chunks this call re-embedded (0: none left on another model)."""
+
+    embedded: int
+
+
+class ReembedSwitchInput(BaseModel):
+    """Input of ``rag_reembed_switch``: make ``target_model`` the knowledge base's model."""
+
+    tenant_id: str
+    workflow_id: str
+    kb_id: str
+    target_model: str
+
+
+class ReembedSwitchResult(BaseModel):
+    """``switched`` once no chunk is left on another model (else ``remaining`` to re-embed)."""
+
+    switched: bool
+    remaining: int = 0

@@ -3,6 +3,18 @@
 RRF (Cormack et al., 2009): ``score(d) = Σ_r 1 / (k + rank_r(d))`` over the retrievers that
 returned ``d`` (ranks from 1, ``k = 60``). MMR (Carbonell & Goldstein, 1998) re-orders the fused
 candidates to balance relevance against similarity to what was already picked.
+
+Local rerank (``rerank="local"``): the fused candidates are re-scored by
+``LOCAL_RERANK_ALPHA · cos(q, v_d) + (1 − LOCAL_RERANK_ALPHA) · kw(d) / max_c kw(c)`` where
+``cos(q, v_d)`` is the cosine between the query vector and the chunk's stored vector (both
+L2-normalised, from the same model; 0 when the chunk has no vector of that model) and ``kw`` the
+chunk's ``ts_rank_cd`` keyword score normalised by the best keyword score among the candidates
+(0 when it did not match). Unlike RRF, which only sees ranks, this uses the magnitudes of both
+signals; it needs no extra model and costs one vector fetch of the candidates.
+
+While a knowledge base switches embedding model (``pending_embedder``), the query is embedded
+with both models and each is compared only with the chunks that carry its vectors; the two
+vector lists are merged by cosine score into the one ``vector`` ranking.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from core.rag.embed import Embedder
 from core.rag.store import Hit, RagRepository
 
 RRF_K = 60
+LOCAL_RERANK_ALPHA = 0.7
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
 
 
@@ -28,6 +41,13 @@ class SearchMode(StrEnum):
     hybrid = "hybrid"
     vector = "vector"
     keyword = "keyword"
+
+
+class Rerank(StrEnum):
+    """The optional stage after fusion."""
+
+    none = "none"
+    local = "local"
 
 
 @dataclass
@@ -89,6 +109,32 @@ def mmr(
     return [pool[i] for i in picked]
 
 
+def local_rerank(
+    results: list[Result],
+    vectors: dict[int, list[float]],
+    query: list[float],
+    alpha: float = LOCAL_RERANK_ALPHA,
+) -> list[Result]:
+    """Re-score ``results`` by cosine to the query blended with the normalised keyword score.
+
+    Each result's ``score`` becomes the blended score (see the module docstring); ties keep the
+    fused order."""
+    q = np.asarray(query, dtype=np.float32)
+    best_kw = max((r.keyword_score or 0.0 for r in results), default=0.0)
+    scored: list[tuple[float, int, Result]] = []
+    for i, r in enumerate(results):
+        vec = vectors.get(r.hit.chunk_id)
+        cosine = float(np.asarray(vec, dtype=np.float32) @ q) if vec is not None else 0.0
+        kw = (r.keyword_score or 0.0) / best_kw if best_kw > 0 else 0.0
+        scored.append((alpha * cosine + (1 - alpha) * kw, i, r))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    out: list[Result] = []
+    for value, _, r in scored:
+        r.score = value
+        out.append(r)
+    return out
+
+
 async def search(
     repo: RagRepository,
     embedder: Embedder,
@@ -101,20 +147,35 @@ async def search(
     filters: dict[str, Any] | None = None,
     use_mmr: bool = False,
     candidates: int | None = None,
+    rerank: Rerank = Rerank.none,
+    pending_embedder: Embedder | None = None,
 ) -> list[Result]:
-    """The ``top_k`` best chunks of the tenant's knowledge base for ``query``."""
+    """The ``top_k`` best chunks of the tenant's knowledge base for ``query``.
+
+    ``embedder`` is the knowledge base's current model; ``pending_embedder`` the model it is
+    switching to (chunks already re-embedded are found through it)."""
     pool = candidates or max(4 * top_k, 20)
     rankings: dict[str, list[Hit]] = {}
     query_vector: list[float] | None = None
-    if mode in (SearchMode.hybrid, SearchMode.vector) or use_mmr:
+    if mode in (SearchMode.hybrid, SearchMode.vector) or use_mmr or rerank is Rerank.local:
         query_vector = (await embedder.embed([query]))[0]
     if mode in (SearchMode.hybrid, SearchMode.vector):
         assert query_vector is not None
-        rankings["vector"] = await repo.vector_search(tenant_id, kb_id, query_vector, pool, filters)
+        hits = await repo.vector_search(tenant_id, kb_id, query_vector, pool, filters, model=embedder.model)
+        if pending_embedder is not None and pending_embedder.model != embedder.model:
+            pending_vector = (await pending_embedder.embed([query]))[0]
+            hits += await repo.vector_search(
+                tenant_id, kb_id, pending_vector, pool, filters, model=pending_embedder.model
+            )
+            hits = sorted(hits, key=lambda h: h.score, reverse=True)[:pool]
+        rankings["vector"] = hits
     if mode in (SearchMode.hybrid, SearchMode.keyword):
         rankings["keyword"] = await repo.keyword_search(tenant_id, kb_id, keyword_query(query), pool, filters)
     fused = rrf(rankings)
-    if use_mmr and query_vector is not None:
-        vectors = await repo.embeddings_of(tenant_id, [r.hit.chunk_id for r in fused])
-        return mmr(fused, vectors, query_vector, top_k)
+    if query_vector is not None and (use_mmr or rerank is Rerank.local):
+        vectors = await repo.embeddings_of(tenant_id, [r.hit.chunk_id for r in fused], model=embedder.model)
+        if rerank is Rerank.local:
+            fused = local_rerank(fused, vectors, query_vector)
+        if use_mmr:
+            return mmr(fused, vectors, query_vector, top_k)
     return fused[:top_k]

@@ -271,6 +271,47 @@ class RagRepository:
                 .values(embedding=vector, embedding_model=model)
             )
 
+    async def chunks_to_reembed(
+        self, tenant_id: str, kb_id: uuid.UUID, target_model: str, limit: int
+    ) -> list[KbChunk]:
+        """Up to ``limit`` embedded chunks of the knowledge base whose vector is not ``target_model``'s."""
+        stmt = (
+            select(KbChunk)
+            .where(
+                KbChunk.tenant_id == tenant_id,
+                KbChunk.kb_id == kb_id,
+                KbChunk.embedding.is_not(None),
+                KbChunk.embedding_model.is_distinct_from(target_model),
+            )
+            .order_by(KbChunk.id)
+            .limit(limit)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def count_not_on_model(self, tenant_id: str, kb_id: uuid.UUID, model: str) -> int:
+        """Embedded chunks of the knowledge base whose vector is not ``model``'s."""
+        found = await self.session.scalar(
+            select(func.count()).where(
+                KbChunk.tenant_id == tenant_id,
+                KbChunk.kb_id == kb_id,
+                KbChunk.embedding.is_not(None),
+                KbChunk.embedding_model.is_distinct_from(model),
+            )
+        )
+        return int(found or 0)
+
+    async def lock_kb(self, tenant_id: str, kb_id: uuid.UUID) -> KnowledgeBase:
+        """The knowledge base row, locked until the transaction ends."""
+        kb = await self.session.scalar(
+            select(KnowledgeBase)
+            .where(KnowledgeBase.tenant_id == tenant_id, KnowledgeBase.id == kb_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if kb is None:
+            raise NotFound("knowledge base not found")
+        return kb
+
     async def chunk_counts(self, tenant_id: str, document_id: str) -> tuple[int, int]:
         """(chunks, chunks with a vector) of a document."""
         row = (
@@ -334,8 +375,12 @@ class RagRepository:
         query: list[float],
         limit: int,
         filters: dict[str, Any] | None = None,
+        model: str | None = None,
     ) -> list[Hit]:
-        """Nearest chunks by cosine distance (HNSW, iterative scan so filters keep ``limit`` rows)."""
+        """Nearest chunks by cosine distance (HNSW, iterative scan so filters keep ``limit`` rows).
+
+        With ``model``, only chunks whose vector that model computed are compared (a query vector
+        of one model is meaningless against another model's vectors)."""
         await self.session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
         distance = KbChunk.embedding.cosine_distance(query)
         stmt = (
@@ -345,6 +390,8 @@ class RagRepository:
             .order_by(distance)
             .limit(limit)
         )
+        if model is not None:
+            stmt = stmt.where(KbChunk.embedding_model == model)
         return self._hits((await self.session.execute(stmt)).all())
 
     async def keyword_search(
@@ -369,13 +416,16 @@ class RagRepository:
         )
         return self._hits((await self.session.execute(stmt)).all())
 
-    async def embeddings_of(self, tenant_id: str, chunk_ids: list[int]) -> dict[int, list[float]]:
-        """The vectors of the given chunks (for MMR)."""
+    async def embeddings_of(
+        self, tenant_id: str, chunk_ids: list[int], model: str | None = None
+    ) -> dict[int, list[float]]:
+        """The vectors of the given chunks (for MMR and the local rerank), only ``model``'s if given."""
         if not chunk_ids:
             return {}
-        rows = await self.session.execute(
-            select(KbChunk.id, KbChunk.embedding).where(
-                KbChunk.tenant_id == tenant_id, KbChunk.id.in_(chunk_ids)
-            )
+        stmt = select(KbChunk.id, KbChunk.embedding).where(
+            KbChunk.tenant_id == tenant_id, KbChunk.id.in_(chunk_ids)
         )
+        if model is not None:
+            stmt = stmt.where(KbChunk.embedding_model == model)
+        rows = await self.session.execute(stmt)
         return {int(r[0]): list(map(float, r[1])) for r in rows if r[1] is not None}
