@@ -45,6 +45,7 @@ class Hit:
 
 
 INSERT_BATCH = 2_000
+HNSW_EF_SEARCH = 100
 
 
 class RagRepository:
@@ -376,12 +377,16 @@ class RagRepository:
         limit: int,
         filters: dict[str, Any] | None = None,
         model: str | None = None,
+        ef_search: int = HNSW_EF_SEARCH,
     ) -> list[Hit]:
         """Nearest chunks by cosine distance (HNSW, iterative scan so filters keep ``limit`` rows).
 
         With ``model``, only chunks whose vector that model computed are compared (a query vector
         of one model is meaningless against another model's vectors)."""
         await self.session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+        # pgvector's default ef_search (40) gave recall@10 0.78 at 100k chunks in bench/knowledge.py;
+        # 100 gave 0.89 for +4 ms p95. An int, so formatting it into SET (which takes no binds) is safe.
+        await self.session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
         distance = KbChunk.embedding.cosine_distance(query)
         stmt = (
             self._searchable(tenant_id, kb_id, filters)
