@@ -14,13 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import ValidationError
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.pagination import CursorQuery, LimitQuery, encode_cursor
@@ -36,7 +29,7 @@ from api.routes.knowledge_bases import (
     _doc_out,
     _registry,
 )
-from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID
+from api.run_start import start_once
 from core.db.rag_models import KnowledgeBase
 from core.errors import ValidationFailed
 from core.governance.audit import append
@@ -84,26 +77,16 @@ async def _read_upload(request: Request, max_bytes: int) -> tuple[str, str, byte
 
 async def _start(temporal: Client, wid: str, inp: IngestInput, principal: Principal, queue: str) -> None:
     """Start the ingestion once; a running or closed twin under the same id is left alone."""
-    attributes = TypedSearchAttributes(
-        [
-            SearchAttributePair(SA_TENANT_ID, principal.tenant_id),
-            SearchAttributePair(SA_RUN_KIND, RUN_KIND),
-            SearchAttributePair(SA_CREATED_BY, principal.actor),
-        ]
+    await start_once(
+        temporal,
+        WORKFLOW_NAME,
+        inp,
+        workflow_id=wid,
+        kind=RUN_KIND,
+        principal=principal,
+        task_queue=queue,
+        execution_timeout=RUN_TIMEOUT,
     )
-    try:
-        await temporal.start_workflow(
-            WORKFLOW_NAME,
-            inp,
-            id=wid,
-            task_queue=queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=attributes,
-            execution_timeout=RUN_TIMEOUT,
-        )
-    except WorkflowAlreadyStartedError:
-        pass
 
 
 @router.post("/knowledge-bases/{kb_id}/documents", response_model=DocumentOut, status_code=202)

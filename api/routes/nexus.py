@@ -17,20 +17,13 @@ from fastapi import APIRouter, Header, Response
 from pydantic import Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.routes.nexus_view import NexusRunOut, nexus_run_out
 from api.routes.runs import refresh_status
+from api.run_start import start_once
 from api.schemas import StrictModel
 from core import events
-from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID
 from core.db.models import Run
 from core.errors import NotFound, ValidationFailed
 from core.governance.audit import append
@@ -180,27 +173,16 @@ async def start_nexus_run(
 async def _start(
     temporal: Client, wid: str, inp: OrchestrationInput, principal: Principal, task_queue: str
 ) -> WorkflowHandle[Any, Any]:
-    """Start once: a running twin is reused, a closed one is never restarted under the same id."""
-    attributes = TypedSearchAttributes(
-        [
-            SearchAttributePair(SA_TENANT_ID, principal.tenant_id),
-            SearchAttributePair(SA_RUN_KIND, RUN_KIND),
-            SearchAttributePair(SA_CREATED_BY, principal.actor),
-        ]
+    return await start_once(
+        temporal,
+        WORKFLOW_NAME,
+        inp,
+        workflow_id=wid,
+        kind=RUN_KIND,
+        principal=principal,
+        task_queue=task_queue,
+        execution_timeout=RUN_TIMEOUT,
     )
-    try:
-        return await temporal.start_workflow(
-            WORKFLOW_NAME,
-            inp,
-            id=wid,
-            task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=attributes,
-            execution_timeout=RUN_TIMEOUT,
-        )
-    except WorkflowAlreadyStartedError:
-        return temporal.get_workflow_handle(wid)
 
 
 @router.get("/nexus/runs/{run_id}", response_model=NexusRunOut)
