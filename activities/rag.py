@@ -42,6 +42,40 @@ from core.rag.store import RagRepository
 from core.rag.uploads import get_bytes
 
 
+async def embed_and_store(
+    sessions: async_sessionmaker[AsyncSession],
+    registry: ProviderRegistry | None,
+    tenant_id: str,
+    model: str,
+    todo: list[tuple[int, str]],
+) -> int:
+    """Embed ``(chunk id, text)`` pairs with ``model`` and store the vectors; returns the count.
+
+    Provider errors become typed ``EmbeddingFailed`` application errors (retryable as the
+    provider says, with its Retry-After); other domain errors fail at once.
+    """
+    if not todo:
+        return 0
+    try:
+        async with heartbeating():
+            vectors = await embedder_for(model, registry).embed([t for _, t in todo])
+    except ProviderError as exc:
+        delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
+        raise ApplicationError(
+            exc.message[:300],
+            type="EmbeddingFailed",
+            non_retryable=not exc.retryable,
+            next_retry_delay=delay,
+        ) from None
+    except NexusError as exc:
+        raise ApplicationError(exc.detail, type="EmbeddingFailed", non_retryable=True) from None
+    async with sessions() as session, session.begin():
+        await RagRepository.from_session(session).set_embeddings(
+            tenant_id, model, {cid: vec for (cid, _), vec in zip(todo, vectors, strict=True)}
+        )
+    return len(todo)
+
+
 class RagActivities(RunActivities):
     """Activities of ``IngestDocument``, bound to the worker's clients."""
 
@@ -103,28 +137,11 @@ class RagActivities(RunActivities):
                 inp.tenant_id, inp.document_id, inp.first, inp.last
             )
             todo = [(c.id, embedding_text(c.text, c.metadata_)) for c in pending]
-        if not todo:
-            return EmbedBatchResult(embedded=0)
-        try:
-            async with heartbeating():
-                vectors = await embedder_for(inp.embedding_model, self._registry).embed([t for _, t in todo])
-        except ProviderError as exc:
-            delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
-            raise ApplicationError(
-                exc.message[:300],
-                type="EmbeddingFailed",
-                non_retryable=not exc.retryable,
-                next_retry_delay=delay,
-            ) from None
-        except NexusError as exc:
-            raise ApplicationError(exc.detail, type="EmbeddingFailed", non_retryable=True) from None
-        async with self._sessions() as session, session.begin():
-            await RagRepository.from_session(session).set_embeddings(
-                inp.tenant_id,
-                inp.embedding_model,
-                {cid: vec for (cid, _), vec in zip(todo, vectors, strict=True)},
+        return EmbedBatchResult(
+            embedded=await embed_and_store(
+                self._sessions, self._registry, inp.tenant_id, inp.embedding_model, todo
             )
-        return EmbedBatchResult(embedded=len(todo))
+        )
 
     @activity.defn(name="rag_finalize")
     async def rag_finalize(self, inp: FinalizeInput) -> FinalizeResult:

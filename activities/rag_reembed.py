@@ -8,16 +8,13 @@ that only flips once no chunk is left on another model.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.llm import heartbeating
+from activities.rag import embed_and_store
 from activities.runs import require_own_workflow
-from core.errors import NexusError
-from core.providers.errors import ProviderError
 from core.providers.registry import ProviderRegistry
 from core.rag.chunk import embedding_text
 from core.rag.contracts import (
@@ -26,7 +23,6 @@ from core.rag.contracts import (
     ReembedSwitchInput,
     ReembedSwitchResult,
 )
-from core.rag.embed import embedder_for
 from core.rag.store import RagRepository
 
 
@@ -47,28 +43,11 @@ class ReembedActivities:
                 inp.tenant_id, kb_id, inp.target_model, inp.batch
             )
             todo = [(c.id, embedding_text(c.text, c.metadata_)) for c in pending]
-        if not todo:
-            return ReembedBatchResult(embedded=0)
-        try:
-            async with heartbeating():
-                vectors = await embedder_for(inp.target_model, self._registry).embed([t for _, t in todo])
-        except ProviderError as exc:
-            delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
-            raise ApplicationError(
-                exc.message[:300],
-                type="EmbeddingFailed",
-                non_retryable=not exc.retryable,
-                next_retry_delay=delay,
-            ) from None
-        except NexusError as exc:
-            raise ApplicationError(exc.detail, type="EmbeddingFailed", non_retryable=True) from None
-        async with self._sessions() as session, session.begin():
-            await RagRepository.from_session(session).set_embeddings(
-                inp.tenant_id,
-                inp.target_model,
-                {cid: vec for (cid, _), vec in zip(todo, vectors, strict=True)},
+        return ReembedBatchResult(
+            embedded=await embed_and_store(
+                self._sessions, self._registry, inp.tenant_id, inp.target_model, todo
             )
-        return ReembedBatchResult(embedded=len(todo))
+        )
 
     @activity.defn(name="rag_reembed_switch")
     async def rag_reembed_switch(self, inp: ReembedSwitchInput) -> ReembedSwitchResult:
