@@ -8,7 +8,9 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import core.db.approval_models  # noqa: F401  (registers the approvals table on Base.metadata)
+import core.db.connector_models  # noqa: F401  (registers the connector tables on Base.metadata)
 import core.db.conversation_models  # noqa: F401  (registers the conversation tables on Base.metadata)
+import core.db.eval_models  # noqa: F401  (registers the eval tables on Base.metadata)
 import core.db.gateway_models  # noqa: F401  (registers the gateway tables on Base.metadata)
 import core.db.orchestration_models  # noqa: F401  (registers model_calls on Base.metadata)
 import core.db.pipeline_models  # noqa: F401  (registers the pipeline tables on Base.metadata)
