@@ -227,6 +227,48 @@ def simulate(
     run_simulator(host, port, scenario.resolve() if scenario else None)
 
 
+@app.command("simulate-connectors")
+def simulate_connectors(
+    connector: Annotated[
+        list[str] | None,
+        typer.Option("--connector", help="salesforce, sap, servicenow, m365 (repeatable; default all)."),
+    ] = None,
+    records: Annotated[int, typer.Option(min=0, help="Seeded records per simulator.")] = 120,
+    latency_ms: Annotated[
+        float, typer.Option(min=0, help="Added latency per request (0 for benchmarks).")
+    ] = 0.0,
+) -> None:
+    """Run the local vendor simulators (Salesforce over TLS, SAP, ServiceNow, Microsoft 365) until Ctrl-C."""
+    import time
+
+    from connectors.simulators.serve import TLS_TYPES, connection_example, make_simulator, start
+
+    running = []
+    for type_ in connector or ["salesforce", "sap", "servicenow", "m365"]:
+        try:
+            sim = make_simulator(type_, records=records, latency=latency_ms / 1000)
+        except ValueError as exc:
+            err_console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+        served = start(sim, tls=type_ in TLS_TYPES)
+        running.append(served)
+        example = connection_example(type_, served)
+        console.print(
+            f"[bold]{type_}[/] {served.base_url}" + (f"  (CA: {served.ca_path})" if served.ca_path else "")
+        )
+        console.print(
+            f"  config={json.dumps(example['config'])} credentials={json.dumps(example['credentials'])}"
+        )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for served in running:
+            served.stop()
+
+
 @app.command()
 def migrate() -> None:
     """Apply database migrations (alembic upgrade head) to NEXUS_DATABASE__URL."""
