@@ -5,22 +5,26 @@
 other validation keyword is rejected when the suite is validated, so nothing is silently ignored.
 Annotation keywords (title, description, format, examples...) are accepted and not asserted.
 ``$ref`` resolves JSON pointers inside the same schema only (``#``, ``#/$defs/...``).
-``pattern`` uses Python ``re.search`` semantics (close to, not identical with, ECMA-262).
+``pattern`` uses ``regex.search`` semantics (close to, not identical with, ECMA-262). Patterns come
+from tenants, so every match runs under a time limit (``PATTERN_TIMEOUT_S``): a catastrophic
+backtracking pattern fails the case's metric with an error instead of blocking the worker.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
+import regex
 from pydantic import Field
 
 from evals.contracts import EvalCase, MetricContext, TargetOutput
 from evals.metrics.base import Params
-from evals.outcome import Measured
+from evals.outcome import Measured, MetricFailure
 from evals.replies import unfence
+
+PATTERN_TIMEOUT_S = 0.1
 
 ANNOTATIONS = frozenset(
     {
@@ -125,13 +129,23 @@ def _check_keyword(key: str, value: Any, where: str, root: Any) -> None:
         check_schema(value, where, root)
 
 
-def _compile(pattern: Any, where: str) -> re.Pattern[str]:
+def _compile(pattern: Any, where: str) -> regex.Pattern[str]:
     if not isinstance(pattern, str):
         raise SchemaError(f"{where}: a pattern must be a string")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return regex.compile(pattern)
+    except regex.error as exc:
         raise SchemaError(f"{where}: invalid pattern: {exc}") from None
+
+
+def _search(pattern: str, value: str, path: str) -> bool:
+    """``regex.search`` under the time limit; a timeout is a metric error, never a pass or a hang."""
+    try:
+        return regex.search(pattern, value, timeout=PATTERN_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise MetricFailure(
+            f"{path or '/'}: pattern {pattern[:80]!r} took longer than {PATTERN_TIMEOUT_S} s"
+        ) from None
 
 
 def _resolve(root: Any, ref: str, where: str) -> Any:
@@ -229,7 +243,7 @@ class _Validator:
             self.fail(path, f"shorter than {schema['minLength']} characters")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             self.fail(path, f"longer than {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _search(schema["pattern"], value, path):
             self.fail(path, f"does not match pattern {schema['pattern']!r}")
 
     def _number(self, value: float, schema: dict[str, Any], path: str) -> None:
@@ -269,7 +283,7 @@ class _Validator:
             if matched:
                 self.check(item, properties[name], where, depth + 1)
             for pattern, sub in patterns.items():
-                if re.search(pattern, name):
+                if _search(pattern, name, where):
                     matched = True
                     self.check(item, sub, where, depth + 1)
             if not matched and "additionalProperties" in schema:

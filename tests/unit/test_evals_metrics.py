@@ -291,3 +291,19 @@ def test_valid_specs_pass_validation() -> None:
 async def test_score_rejects_an_invalid_spec() -> None:
     with pytest.raises(MetricSpecError):
         await score(MetricSpec(name="nope"), case(), TargetOutput(text="x"), CTX)
+
+
+async def test_catastrophic_pattern_is_a_metric_error_not_a_hang() -> None:
+    """A tenant's backtracking-prone ``pattern`` times out into an error score; the worker is not blocked."""
+    import time
+
+    spec = MetricSpec(name="json_schema", params={"schema": {"type": "string", "pattern": "^(a|a)*$"}})
+    started = time.monotonic()
+    result = await score(
+        spec, EvalCase(id="c", input="x"), TargetOutput(text='"' + "a" * 40 + 'b"'), MetricContext()
+    )
+    assert time.monotonic() - started < 5  # generous: unbounded backtracking would take hours
+    assert result.value is None
+    assert result.passed is None
+    assert result.error is not None
+    assert "took longer than" in result.error
