@@ -284,7 +284,7 @@ async def activity_breakdown(client: Client, workflow_id: str) -> dict[str, Any]
     queue_ms: dict[str, list[float]] = defaultdict(list)
     run_ms: dict[str, list[float]] = defaultdict(list)
     busy: list[tuple[float, float]] = []
-    workflow_tasks = 0
+    workflow_tasks = local_activities = 0
     first = last = 0.0
     for ev in history.events:
         at = ev.event_time.ToMicroseconds() / 1000
@@ -303,10 +303,13 @@ async def activity_breakdown(client: Client, workflow_id: str) -> dict[str, Any]
             busy.append((started_at[sid], at))
         elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             workflow_tasks += 1
+        elif ev.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            local_activities += ev.marker_recorded_event_attributes.marker_name == "core_local_activity"
     counts = Counter(kind.values())
     return {
         "events": len(history.events),
         "workflow_tasks": workflow_tasks,
+        "local_activities": local_activities,
         "server_ms": last - first,
         "busy_ms": union_ms(busy),
         "by_type": {
@@ -498,6 +501,7 @@ def report(figures: Figures, args: argparse.Namespace, load: tuple[str, str], wh
     total_b = sum(x["count"] for x in bl["by_type"].values())
     lines += [
         f"| **total** | **{total_a}** | | | **{total_b}** | | |",
+        f"| local activities (markers) | {nx['local_activities']} | | | {bl['local_activities']} | | |",
         f"| workflow tasks | {nx['workflow_tasks']} | | | {bl['workflow_tasks']} | | |",
         f"| history events | {nx['events']} | | | {bl['events']} | | |",
         f"| first → last history event | {nx['server_ms']:.0f} ms | | | {bl['server_ms']:.0f} ms | | |",

@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         skipped,
         tokens_of,
     )
-    from workflows.orchestration_subtask import Ev, SubtaskSteps
+    from workflows.orchestration_subtask import INLINE_PATCH, Ev, SubtaskSteps
 
 
 @workflow.defn(name="Orchestration")
@@ -65,22 +65,36 @@ class OrchestrationWorkflow(SubtaskSteps):
     async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
         self._ledger = BudgetLedger(budget_usd=inp.budget_usd)
         self._local_bookkeeping = workflow.patched("nexus-local-bookkeeping")
+        # Newer runs: independent bookkeeping runs concurrently, short answers are voted here.
+        self._inline = workflow.patched(INLINE_PATCH)
         try:
-            await self._event(inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy})
-            snapshot = await self._bookkeeping(
+            started = self._event(
+                inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy}
+            )
+            load = self._bookkeeping(
                 OrchestrationActivities.load_models,
                 LoadModelsInput(tenant_id=inp.tenant_id, allowed=inp.allowed_models),
             )
+            if self._inline:
+                snapshot = (await asyncio.gather(started, load))[1]
+            else:
+                await started
+                snapshot = await load
             self._models = [ModelInfo.from_entry(m) for m in snapshot.models]
             plan, source = await self._plan(inp)
-            await self._event(inp, Ev.plan_ready, {"source": source, "plan": plan.model_dump(mode="json")})
+            ready = self._event(inp, Ev.plan_ready, {"source": source, "plan": plan.model_dump(mode="json")})
+            pending = [ready] if self._inline else []  # published alongside the first layer
+            if not self._inline:
+                await ready
             results: dict[str, SubtaskResult] = {}
             exhausted = False
             for layer in plan.layers():
                 if exhausted:
                     results.update({s.id: skipped(s.id, "budget exhausted") for s in layer})
                     continue
-                for res in await asyncio.gather(*(self._subtask(inp, s) for s in layer)):
+                done = await asyncio.gather(*pending, *(self._subtask(inp, s) for s in layer))
+                pending = []
+                for res in done[len(done) - len(layer) :]:
                     results[res.subtask_id] = res
                     exhausted = exhausted or res.status is SubtaskStatus.skipped
             result = await self._synthesize(inp, plan, [results[s.id] for s in plan.subtasks], exhausted)

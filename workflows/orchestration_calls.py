@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from core.orchestration.contracts import (
+        PREVIEW_CHARS,
         CandidateRecord,
         OrchestrationInput,
         PanelPolicy,
@@ -81,6 +82,18 @@ def pick_one(
 def estimate(model: ModelInfo, prompt_tokens: int, completion_tokens: int) -> Decimal:
     """The reservation for one call."""
     return estimate_call_usd(model, prompt_tokens, completion_tokens)
+
+
+def inline_text(ref: PayloadRef | None) -> str | None:
+    """The whole text of ``ref`` when its preview holds all of it (a short answer), else None.
+
+    A preview is the text on one line, cut to ``PREVIEW_CHARS`` characters with an ellipsis; it
+    is complete when it was not cut and has the stored size (whitespace runs may be flattened,
+    which normalisation ignores anyway).
+    """
+    if ref is None or len(ref.preview) >= PREVIEW_CHARS:
+        return None
+    return ref.preview if len(ref.preview.encode("utf-8")) == ref.size else None
 
 
 def failed_candidate(model: str, error: str) -> CandidateRecord:

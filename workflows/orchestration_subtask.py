@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         approval_workflow_id,
     )
+    from core.consensus import CandidateAnswer, adaptive_step, majority_vote
     from core.contracts import PublishEventInput
     from core.orchestration.budget import BudgetLedger
     from core.orchestration.contracts import (
@@ -59,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         WRITE_TIMEOUT,
         estimate,
         failed_candidate,
+        inline_text,
         pick_one,
         short_reason,
         skipped,
@@ -69,6 +72,12 @@ Ev = OrchestrationEvent
 # ``approval.requested`` event and went on; newer runs wait on an ``Approval`` child.
 REVIEW_PATCH = "nexus-review-approval"
 APPROVAL_DECIDED = "approval.decided"
+# Runs started before this change vote in a ``run_consensus`` activity and publish their
+# bookkeeping events one after another; newer runs vote on short answers in the workflow (pure
+# code, no round trip) and publish independent events concurrently with the step beside them.
+INLINE_PATCH = "nexus-inline-consensus"
+# Strategies that need no model call: their vote is pure code over short texts.
+INLINE_STRATEGIES = frozenset({Strategy.majority, Strategy.weighted, Strategy.adaptive})
 MAX_APPROVAL_ID = 100  # the approvals table's id column
 
 
@@ -114,6 +123,7 @@ class SubtaskSteps:
         # activities: no server round trip each. Runs recorded before this change replay on the
         # old path; set in run() by workflow.patched().
         self._local_bookkeeping = False
+        self._inline = False  # set in run() by workflow.patched(INLINE_PATCH)
         self._ledger = BudgetLedger(budget_usd=Decimal(0))
         self._models: list[ModelInfo] = []
         self._answers: dict[str, PayloadRef] = {}
@@ -122,10 +132,11 @@ class SubtaskSteps:
     def _wid(self) -> str:
         return workflow.info().workflow_id
 
-    async def _event(self, inp: OrchestrationInput, type: str, data: dict[str, Any]) -> None:
-        # The seq is taken before the await so concurrent events get distinct, replay-stable numbers.
+    def _event(self, inp: OrchestrationInput, type: str, data: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """Publish one event (await the result). The seq is taken at the call, before any await,
+        so concurrent events get distinct, replay-stable numbers in call order."""
         self._seq += 1
-        await self._bookkeeping(
+        return self._bookkeeping(
             RunActivities.publish_run_event,
             PublishEventInput(
                 tenant_id=inp.tenant_id, workflow_id=self._wid, seq=self._seq, type=type, data=data
@@ -146,8 +157,10 @@ class SubtaskSteps:
         """Route the subtask, reserve before the fan-out, reach consensus; never raises for a
         failed proposer or an unroutable subtask (those are results, not run failures)."""
         sid = subtask.id
-        await self._event(inp, Ev.subtask_started, {"subtask_id": sid})
-        prepared = await self._bookkeeping(
+        announce = self._event(inp, Ev.subtask_started, {"subtask_id": sid})
+        if not self._inline:
+            await announce
+        prepare = self._bookkeeping(
             OrchestrationActivities.prepare_subtask,
             PrepareSubtaskInput(
                 tenant_id=inp.tenant_id,
@@ -155,8 +168,10 @@ class SubtaskSteps:
                 task=inp.task,
                 subtask=subtask,
                 dependency_answers={d: self._answers[d] for d in subtask.depends_on if d in self._answers},
+                knowledge_base_ids=inp.knowledge_base_ids,
             ),
         )
+        prepared = (await asyncio.gather(announce, prepare))[1] if self._inline else await prepare
         try:
             panel = choose_panel(
                 self._models,
@@ -191,7 +206,7 @@ class SubtaskSteps:
                 # The pre-approvals placeholder, kept verbatim so those histories replay.
                 data = {"subtask_id": sid, "confidence": record.confidence, "todo": "approvals not built yet"}
                 await self._event(inp, Ev.approval_requested, data)
-        await self._event(
+        reached = self._event(
             inp,
             Ev.consensus_reached,
             {
@@ -213,6 +228,10 @@ class SubtaskSteps:
             consensus=record,
             cost_usd=cost,
         )
+        if self._inline and not review:  # both events at once; readers order them by seq
+            error = record.error
+            return (await asyncio.gather(reached, self._finished(inp, result, error)))[1]
+        await reached
         if review:
             result = await self._review(inp, subtask, result)
         return await self._finished(inp, result, result.consensus.error if result.consensus else None)
@@ -296,30 +315,36 @@ class SubtaskSteps:
         while True:
             rest = [m for m in panel.models if m not in {c.model for c in candidates}]
             next_cost = estimate(by_id[rest[0]], prepared.prompt_tokens, inp.max_tokens) if rest else None
-            consensus = await workflow.execute_activity_method(
-                OrchestrationActivities.run_consensus,
-                ConsensusInput(
-                    tenant_id=inp.tenant_id,
-                    workflow_id=self._wid,
-                    subtask=subtask,
-                    round=round_no,
-                    strategy=strategy,
-                    task=inp.task,
-                    candidates=candidates,
-                    weights={m.id: m.reliability for m in self._models}
-                    if strategy is Strategy.weighted
-                    else None,
-                    target_confidence=inp.confidence_target,
-                    max_models=min(inp.panel.max_models, len(panel.models)),
-                    remaining_budget_usd=self._ledger.remaining,
-                    next_model_cost_usd=next_cost,
-                    judge_model=helper if strategy in (Strategy.judge, Strategy.moa) else None,
-                    embedding_model=helper if strategy is Strategy.semantic else None,
-                    max_tokens=inp.max_tokens,
-                ),
-                start_to_close_timeout=LLM_TIMEOUT,
-                heartbeat_timeout=LLM_HEARTBEAT,
-                retry_policy=LLM_RETRY,
+            max_models = min(inp.panel.max_models, len(panel.models))
+            inline = self._vote_inline(inp, strategy, candidates, max_models, next_cost)
+            consensus = (
+                inline
+                if inline is not None
+                else await workflow.execute_activity_method(
+                    OrchestrationActivities.run_consensus,
+                    ConsensusInput(
+                        tenant_id=inp.tenant_id,
+                        workflow_id=self._wid,
+                        subtask=subtask,
+                        round=round_no,
+                        strategy=strategy,
+                        task=inp.task,
+                        candidates=candidates,
+                        weights={m.id: m.reliability for m in self._models}
+                        if strategy is Strategy.weighted
+                        else None,
+                        target_confidence=inp.confidence_target,
+                        max_models=max_models,
+                        remaining_budget_usd=self._ledger.remaining,
+                        next_model_cost_usd=next_cost,
+                        judge_model=helper if strategy in (Strategy.judge, Strategy.moa) else None,
+                        embedding_model=helper if strategy is Strategy.semantic else None,
+                        max_tokens=inp.max_tokens,
+                    ),
+                    start_to_close_timeout=LLM_TIMEOUT,
+                    heartbeat_timeout=LLM_HEARTBEAT,
+                    retry_policy=LLM_RETRY,
+                )
             )
             spent += consensus.cost_usd
             if consensus.stop or not rest or not self._reserve(inp, sid, rest[0], prepared):
@@ -329,6 +354,68 @@ class SubtaskSteps:
         if helper is not None:
             self._ledger.settle(f"{sid}:consensus", spent, model=helper)
         return consensus, spent
+
+    def _vote_inline(
+        self,
+        inp: OrchestrationInput,
+        strategy: Strategy,
+        candidates: list[CandidateRecord],
+        max_models: int,
+        next_cost: Decimal | None,
+    ) -> ConsensusResult | None:
+        """The vote of ``run_consensus`` computed here, when it needs no model call and every answer
+        is short enough to travel whole in its preview; None otherwise (the activity votes).
+
+        The same pure functions as the activity, on the same texts, so the outcome is the same;
+        the consensus answer is the stored answer of a winning candidate (no new payload).
+        """
+        if not self._inline or strategy not in INLINE_STRATEGIES:
+            return None
+        cands: list[CandidateAnswer] = []
+        for c in candidates:
+            text = inline_text(c.answer) if c.ok else None
+            if c.ok and text is None:
+                return None
+            cands.append(
+                CandidateAnswer(
+                    model=c.model,
+                    text=text,
+                    ok=c.ok,
+                    error=c.error,
+                    cost_usd=c.cost_usd,
+                    latency_ms=c.latency_ms,
+                )
+            )
+        stop, reason = True, ""
+        if strategy is Strategy.adaptive:
+            decision = adaptive_step(
+                cands,
+                target_confidence=inp.confidence_target,
+                max_models=max_models,
+                remaining_budget_usd=self._ledger.remaining,
+                next_model_cost_usd=next_cost or Decimal(0),
+            )
+            outcome, stop, reason = decision.outcome, decision.stop, decision.reason
+        else:
+            weights = {m.id: m.reliability for m in self._models} if strategy is Strategy.weighted else None
+            outcome = majority_vote(cands, weights)
+        answer = None
+        if outcome.answer:
+            winners = [c for c in candidates if c.model in outcome.winner_models and c.ok and c.answer]
+            same = [c for c in winners if (inline_text(c.answer) or "").strip() == outcome.answer]
+            answer = (same or winners)[0].answer
+        record = ConsensusRecord(
+            strategy=outcome.strategy,
+            answer=answer,
+            confidence=outcome.confidence,
+            winner_models=outcome.winner_models,
+            votes=outcome.votes,
+            dissent=outcome.dissent,
+            failed=outcome.failed,
+            reasons=outcome.reasons,
+            error=outcome.error,
+        )
+        return ConsensusResult(record=record, stop=stop, reason=reason)
 
     def _reserve_helper(
         self, inp: OrchestrationInput, sid: str, prepared: PreparedPrompt, n: int

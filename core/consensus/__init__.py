@@ -10,6 +10,13 @@ from core.consensus.moa import moa_messages, moa_outcome
 from core.consensus.normalize import normalize_answer, token_f1
 from core.consensus.registry import STRATEGIES, StrategySpec, choose
 from core.consensus.semantic import semantic_consensus
+from core.consensus.sequential import (
+    Voter,
+    answer_posterior,
+    choose_next,
+    run_sequential_offline,
+    sequential_step,
+)
 from core.consensus.stats import leader_probability, reliabilities, reliability_update, smoothed_share
 from core.consensus.types import AdaptiveDecision, CandidateAnswer, ConsensusOutcome
 from core.consensus.vote import majority_vote
@@ -20,8 +27,11 @@ __all__ = [
     "CandidateAnswer",
     "ConsensusOutcome",
     "StrategySpec",
+    "Voter",
     "adaptive_step",
+    "answer_posterior",
     "choose",
+    "choose_next",
     "judge_messages",
     "leader_probability",
     "majority_vote",
@@ -32,7 +42,9 @@ __all__ = [
     "reliabilities",
     "reliability_update",
     "run_adaptive_offline",
+    "run_sequential_offline",
     "semantic_consensus",
+    "sequential_step",
     "smoothed_share",
     "token_f1",
 ]

@@ -48,7 +48,8 @@ def test_offline_comparison_runs_every_strategy_on_the_same_answers() -> None:
         "weighted-5 vote",
         "weighted-7 vote",
         "adaptive",
-        "adaptive, cheapest first",
+        "Beta adaptive, reliability order",
+        "Beta adaptive, cheapest first",
     ]
     for outcome in cmp.outcomes:
         assert len(outcome.right) == 16

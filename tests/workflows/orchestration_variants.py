@@ -1,19 +1,23 @@
-"""A deliberately non-deterministic change of the Orchestration workflow (must fail replay).
+"""Deliberately non-deterministic changes of the Orchestration workflow (must fail replay).
 
-It loads the catalog before publishing ``run.started``: the first command in a recorded
-history is the ``publish_run_event`` activity, so replay meets a different activity type.
+``CatalogFirstOrchestrationWorkflow`` loads the catalog before publishing ``run.started``: the
+first command in ``orchestration_v1.json`` is the ``publish_run_event`` activity, so replay meets
+a different activity type. ``ConsensusActivityOrchestrationWorkflow`` drops the inline vote's
+patch guard (see its docstring) and must fail on ``orchestration_v2.json``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.orchestration import OrchestrationActivities
     from core.orchestration.contracts import OrchestrationInput, OrchestrationResult, RunOutcome
-    from core.orchestration.steps import LoadModelsInput
+    from core.orchestration.steps import ConsensusResult, LoadModelsInput
+    from workflows.orchestrate import OrchestrationWorkflow
 
 
 @workflow.defn(name="Orchestration")
@@ -29,3 +33,17 @@ class CatalogFirstOrchestrationWorkflow:
         )
         assert inp.plan is not None
         return OrchestrationResult(outcome=RunOutcome.failed, plan=inp.plan, subtasks=[])
+
+
+@workflow.defn(name="Orchestration")
+class ConsensusActivityOrchestrationWorkflow(OrchestrationWorkflow):
+    """The inline-consensus path without its patch guard: it always votes in a ``run_consensus``
+    activity. Replaying a history recorded on the inline path (``orchestration_v2.json``) meets
+    a scheduled activity where the history has none, so it must fail."""
+
+    @workflow.run
+    async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
+        return await super().run(inp)
+
+    def _vote_inline(self, *args: Any, **kwargs: Any) -> ConsensusResult | None:
+        return None

@@ -1,6 +1,12 @@
-"""Replay the recorded Orchestration history on every run; a reordered variant must fail replay.
+"""Replay the recorded Orchestration histories on every run; reordered variants must fail replay.
 
-Re-record after an intentional, versioned change with::
+``orchestration_v1.json`` was recorded before the ``nexus-local-bookkeeping`` and
+``nexus-inline-consensus`` patches (server-side bookkeeping activities, a ``run_consensus``
+activity per subtask); ``orchestration_v2.json`` on the current path (local bookkeeping, short
+answers voted in the workflow, independent events published concurrently). Both must replay:
+runs of either kind may be in flight during an upgrade.
+
+Record a new history after an intentional, versioned change with::
 
     NEXUS_RECORD_HISTORIES=1 .venv/bin/pytest -p no:cacheprovider tests/workflows/test_orchestration_replay.py
 
@@ -11,6 +17,7 @@ proposers each, majority consensus and a streamed synthesis.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
@@ -33,27 +40,61 @@ from tests.workflows.orchestration_support import (
     store_task,
     two_facts_plan,
 )
-from tests.workflows.orchestration_variants import CatalogFirstOrchestrationWorkflow
+from tests.workflows.orchestration_variants import (
+    CatalogFirstOrchestrationWorkflow,
+    ConsensusActivityOrchestrationWorkflow,
+)
 from workers.main import build_worker
 from workflows.orchestrate import OrchestrationWorkflow
 
-HISTORY = Path(__file__).parent / "histories" / "orchestration_v1.json"
-RUN_ID = "nexus:t-replay:orchestration-v1"
+HISTORIES = Path(__file__).parent / "histories"
+RUN_IDS = {"v1": "nexus:t-replay:orchestration-v1", "v2": "nexus:t-replay:orchestration-v2"}
+RECORD_VERSION = "v2"  # where a new recording goes
 
 
-def _history() -> WorkflowHistory:
-    return WorkflowHistory.from_json(RUN_ID, json.loads(HISTORY.read_text()))
+def _path(version: str) -> Path:
+    return HISTORIES / f"orchestration_{version}.json"
 
 
-async def test_recorded_history_replays() -> None:
+def _history(version: str) -> WorkflowHistory:
+    return WorkflowHistory.from_json(RUN_IDS[version], json.loads(_path(version).read_text()))
+
+
+def _markers(version: str) -> set[str]:
+    """The patch ids recorded in a history (which code path the run took)."""
+    ids = set()
+    for event in json.loads(_path(version).read_text())["events"]:
+        attrs = event.get("markerRecordedEventAttributes")
+        if attrs and attrs.get("markerName") == "core_patch":
+            for payload in attrs["details"].values():
+                for item in payload["payloads"]:
+                    decoded = json.loads(base64.b64decode(item["data"]))
+                    ids.add(decoded["id"] if isinstance(decoded, dict) else decoded[0])
+    return ids
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_recorded_history_replays(version: str) -> None:
     replayer = Replayer(workflows=[OrchestrationWorkflow], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(_history())
+    await replayer.replay_workflow(_history(version))
 
 
-async def test_non_deterministic_change_fails_replay() -> None:
-    replayer = Replayer(workflows=[CatalogFirstOrchestrationWorkflow], data_converter=pydantic_data_converter)
+def test_histories_cover_the_old_and_the_new_path() -> None:
+    assert "nexus-inline-consensus" not in _markers("v1")
+    assert {"nexus-local-bookkeeping", "nexus-inline-consensus"} <= _markers("v2")
+    v1, v2 = _path("v1").read_text(), _path("v2").read_text()
+    assert "run_consensus" in v1
+    assert "run_consensus" not in v2  # short answers were voted in the workflow
+
+
+@pytest.mark.parametrize(
+    ("version", "variant"),
+    [("v1", CatalogFirstOrchestrationWorkflow), ("v2", ConsensusActivityOrchestrationWorkflow)],
+)
+async def test_non_deterministic_change_fails_replay(version: str, variant: type) -> None:
+    replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter)
     with pytest.raises(NondeterminismError):
-        await replayer.replay_workflow(_history())
+        await replayer.replay_workflow(_history(version))
 
 
 @pytest.mark.skipif(not os.environ.get("NEXUS_RECORD_HISTORIES"), reason="records histories on demand")
@@ -84,7 +125,9 @@ async def test_record_history(
         synthesizer_model=MINI,
     )
     async with build_worker(client, settings, sessions, redis_client, queue):
-        handle = await client.start_workflow(OrchestrationWorkflow.run, inp, id=RUN_ID, task_queue=queue)
+        handle = await client.start_workflow(
+            OrchestrationWorkflow.run, inp, id=RUN_IDS[RECORD_VERSION], task_queue=queue
+        )
         await handle.result()
     history = await handle.fetch_history()
-    HISTORY.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    _path(RECORD_VERSION).write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
