@@ -6,7 +6,7 @@ import argparse
 import platform
 import time
 
-from bench import cold_start, consensus, gateway, knowledge, orchestration, probe_overhead
+from bench import cold_start, connectors, consensus, evals, gateway, knowledge, orchestration, probe_overhead
 
 
 def main() -> None:
@@ -27,6 +27,10 @@ def main() -> None:
     orchestration.run()
     print("\n== knowledge bases (ingest, vector query p50/p95, HNSW recall@10) ==")
     knowledge.run()
+    print("\n== connector sync (ConnectorSync workflow vs a plain loop, 50,000 records) ==")
+    print(connectors.run())
+    print("\n== eval runs (EvalRun workflow vs a plain asyncio loop, 1,000 cases) ==")
+    print(evals.run())
 
 
 if __name__ == "__main__":

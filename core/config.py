@@ -90,6 +90,54 @@ class WorkerSettings(BaseModel):
     )
 
 
+class EvalsSettings(BaseModel):
+    """Eval runs and golden datasets (``NEXUS_EVALS__…``)."""
+
+    batch_size: int = Field(20, gt=0, le=500, description="Cases per evaluate_cases activity.")
+    batch_concurrency: int = Field(4, gt=0, le=64, description="Batches of one run in flight at once.")
+    case_concurrency: int = Field(8, gt=0, le=256, description="Cases evaluated at once inside a batch.")
+    max_dataset_bytes: int = Field(1_000_000, gt=0, description="Largest dataset upload (JSONL/CSV).")
+    max_dataset_cases: int = Field(10_000, gt=0, description="Most cases in one dataset version.")
+    judge_model: str = Field(
+        "sim-openai/gpt-4o-mini", description="Default LLM-as-judge model when a metric names none."
+    )
+    embedding_model: str = Field(
+        "sim-openai/text-embedding-3-small", description="Embedding model of semantic-similarity metrics."
+    )
+    alert_channels: list[str] = Field(
+        default_factory=list,
+        description="Notification channels (NEXUS_APPROVALS__CHANNELS) told of regressions.",
+    )
+
+
+class ConnectorsSettings(BaseModel):
+    """Enterprise connectors: outbound host guard, sync paging and credential encryption."""
+
+    allow_private_hosts: bool = Field(
+        False, description="Let connections reach private, loopback and link-local hosts (on-prem only)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names, addresses or CIDR ranges a connection may reach although private.",
+    )
+    page_size: int = Field(200, gt=0, le=10_000, description="Default records per sync page.")
+    pages_per_run: int = Field(
+        100, gt=0, le=10_000, description="Sync pages per workflow run before it continues as new."
+    )
+    page_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="Start-to-close timeout of one sync page (read + sink write)."
+    )
+    credentials_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Connection credential keys: key id -> base64 of 32 bytes (AES-256-GCM); "
+        "empty = derived from the payload codec keys.",
+    )
+    credentials_active_key: str = Field("", description="Key id that encrypts new credentials.")
+    ca_bundle: str = Field(
+        "", description="PEM file of extra CAs trusted for connector TLS (on-prem or test endpoints)."
+    )
+
+
 class SecuritySettings(BaseModel):
     """Secrets. In dev mode missing ones are generated once and kept in $NEXUS_HOME/secrets.json."""
 
@@ -125,6 +173,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
+    evals: EvalsSettings = Field(default_factory=EvalsSettings)
     approvals: NotificationSettings = Field(
         default_factory=NotificationSettings, description="Approval notification channels and SMTP relay."
     )

@@ -38,6 +38,7 @@ class Permission(StrEnum):
     approvals_decide = "approvals:decide"
     codec = "codec:use"
     tenant_settings = "tenant:settings"  # budgets, gateway limits, content logging
+    connections_manage = "connections:manage"  # connector connections (credentials) and sync jobs
 
 
 _ALL = frozenset(Permission)

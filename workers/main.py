@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
@@ -18,6 +19,8 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
+from activities.connectors import ConnectorActivities
+from activities.evals import EvalActivities
 from activities.llm import LlmActivities
 from activities.orchestration import OrchestrationActivities
 from activities.pipeline_steps import PipelineActivities
@@ -32,6 +35,8 @@ from core.providers import Catalog, ProviderRegistry
 from core.rag.settings import rag_settings
 from core.temporal.client import connect
 from workflows.approval import ApprovalWorkflow
+from workflows.connector_sync import ConnectorSyncWorkflow
+from workflows.eval_run import EvalRunWorkflow
 from workflows.ingest import IngestDocumentWorkflow
 from workflows.orchestrate import OrchestrationWorkflow
 from workflows.pipeline import PipelineWorkflow
@@ -63,6 +68,10 @@ def build_worker(
     pipelines = PipelineActivities(sessions, redis, settings, llm)
     rag = RagActivities(sessions, redis, registry, rag_settings(settings))
     reembed = ReembedActivities(sessions, registry)
+    connector_acts = ConnectorActivities(sessions, redis, settings, pipelines)
+    with contextlib.suppress(RuntimeError):  # blocking connector activities use the running loop
+        connector_acts.bind_loop()
+    evals = EvalActivities(sessions, redis, llm, settings)
     return Worker(
         client,
         task_queue=task_queue,
@@ -73,6 +82,8 @@ def build_worker(
             PipelineWorkflow,
             IngestDocumentWorkflow,
             ReembedKnowledgeBaseWorkflow,
+            ConnectorSyncWorkflow,
+            EvalRunWorkflow,
         ],
         activities=[
             probe.probe_postgres,
@@ -87,6 +98,7 @@ def build_worker(
             orchestration.plan_task,
             orchestration.prepare_subtask,
             orchestration.run_consensus,
+            orchestration.record_progress,
             orchestration.synthesize,
             approvals.record_approval,
             approvals.escalate_approval,
@@ -108,7 +120,24 @@ def build_worker(
             rag.rag_finalize,
             reembed.rag_reembed_batch,
             reembed.rag_reembed_switch,
+            connector_acts.connector_sync_begin,
+            connector_acts.connector_sync_page,
+            connector_acts.connector_sync_page_blocking,
+            connector_acts.connector_sync_finish,
+            connector_acts.connector_plan,
+            connector_acts.connector_action,
+            connector_acts.connector_action_blocking,
+            evals.eval_prepare,
+            evals.eval_evaluate_cases,
+            evals.eval_case_inputs,
+            evals.eval_score_outputs,
+            evals.eval_aggregate,
+            evals.eval_regression,
+            evals.eval_alert,
+            evals.eval_finish,
         ],
+        # sync ``def`` activities (blocking connectors such as Salesforce) run on this pool
+        activity_executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="connector"),
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
     )
 

@@ -15,8 +15,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities.connectors import ConnectorActivities
     from activities.pipeline_steps import PipelineActivities
     from core.approvals.contracts import ApprovalRequest, ApprovalResult, ApprovalStatus, Decision
+    from core.connector_contracts import ConnectorCall, PlanInput
     from core.orchestration.contracts import OrchestrationInput, OrchestrationResult
     from core.pipelines.contracts import (
         APPROVAL_WORKFLOW,
@@ -67,6 +69,8 @@ class StepRunner:
     keys: dict[str, str]
     states: dict[str, str]
     seq: int
+    saga: list[tuple[str, Step]]
+    _connector_undo: dict[str, bool]  # step id -> blocking, for steps whose declared undo is registered
 
     @property
     def wid(self) -> str:
@@ -137,6 +141,8 @@ class StepRunner:
 
     async def execute(self, step: Step, key: str, ctx: StepContext, comp_of: str | None) -> StepOutput:
         """Dispatch one step (or a compensation of ``comp_of``) to its kind."""
+        if isinstance(step, ConnectorStep) and workflow.patched("connector-steps"):
+            return await self.connector(step, key, ctx, comp_of)
         activity_fn = _ACTIVITY_STEPS.get(type(step))
         if activity_fn is not None:
             return await self.activity_step(activity_fn, step, key, ctx, comp_of)
@@ -185,6 +191,65 @@ class StepRunner:
                 idempotency_key=key,
                 context=ctx,
                 events=seqs,
+            ),
+            start_to_close_timeout=timedelta(seconds=step.timeout_s),
+            retry_policy=retry_policy(step.retry, compensation=comp_of is not None),
+        )
+        return out
+
+    async def connector(
+        self, step: ConnectorStep, key: str, ctx: StepContext, comp_of: str | None
+    ) -> StepOutput:
+        """A connector action; its declared compensation is registered before it runs.
+
+        A step without its own ``compensation`` whose action declares one (create_case ↔
+        close_case) gets that undo on the saga: it runs the recorded undo input of this step's
+        effect (nothing when the action never completed) under ``workflow_id:comp:step_id``.
+        """
+        undo = getattr(self, "_connector_undo", None)
+        if undo is None:
+            undo = self._connector_undo = {}
+        undo_of = comp_of if comp_of is not None and comp_of in undo else None
+        if undo_of is not None:
+            blocking = undo[undo_of]
+        else:
+            plan = await workflow.execute_activity_method(
+                ConnectorActivities.connector_plan,
+                PlanInput(
+                    tenant_id=self.inp.tenant_id,
+                    workflow_id=self.wid,
+                    connection=step.connection,
+                    action=step.action,
+                ),
+                start_to_close_timeout=WRITE_TIMEOUT,
+                retry_policy=WRITE_RETRY,
+            )
+            blocking = plan.blocking
+            if comp_of is None and step.compensation is None and plan.compensation:
+                undo[step.id] = plan.blocking
+                self.saga.append((step.id, step))
+        seqs = EventSeqs(
+            started=self.next_seq(),
+            completed=self.next_seq(),
+            kind="compensation" if comp_of else "step",
+            parent=comp_of,
+        )
+        self.states[comp_of or step.id] = "compensating" if comp_of else "running"
+        fn = (
+            ConnectorActivities.connector_action_blocking
+            if blocking
+            else ConnectorActivities.connector_action
+        )
+        out: StepOutput = await workflow.execute_activity_method(
+            fn,
+            ConnectorCall(
+                tenant_id=self.inp.tenant_id,
+                workflow_id=self.wid,
+                step=step.model_dump(mode="json"),
+                idempotency_key=key,
+                context=ctx,
+                events=seqs,
+                undo_of=undo_of,
             ),
             start_to_close_timeout=timedelta(seconds=step.timeout_s),
             retry_policy=retry_policy(step.retry, compensation=comp_of is not None),

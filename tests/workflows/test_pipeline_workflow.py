@@ -277,7 +277,8 @@ async def test_unavailable_step_kinds_fail_clearly(deps, tenant: str) -> None:  
             await client.execute_workflow(
                 PipelineWorkflow.run, run_input(tenant, raw_rag), id=new_wid(tenant), task_queue=queue
             )
-    assert "not available yet" in str(info.value.cause)
+    # A connector step naming a connection the tenant does not have fails at once, by name.
+    assert "connection not found" in str(info.value.cause)
     assert "knowledge base 'kb' not found" in str(rag_info.value.cause)
     run, _ = await run_rows(sessions, wid)
     assert run is not None

@@ -1,0 +1,337 @@
+"""Connector jobs: their repository, sink writers and the per-page commit of a sync.
+
+A page is committed in **one transaction**: the sink write of its records, the checkpoint
+advance (compare-and-set on ``pages_done`` and on the owning workflow id) and the page's
+progress event. A crash before the commit leaves nothing; a retry after it finds
+``pages_done`` already advanced by the same workflow and returns the stored outcome without
+reading the source again. The records sink upserts on ``UNIQUE (tenant, connection, object,
+external_id)`` keeping the latest ``modified_at``, so a page read twice still leaves each
+record once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connectors.base import SyncPage, SyncRecord
+from core import events
+from core.connector_contracts import SinkType, SyncEvent
+from core.db.connector_models import ConnectorCheckpoint, ConnectorJob, ConnectorRecord
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.governance.audit import append
+
+
+class SyncSuperseded(Exception):
+    """The job's checkpoint is owned by another run or moved in a way this run did not make."""
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """What a committed page did (also what an idempotent retry returns)."""
+
+    pages_done: int
+    records: int
+    has_more: bool
+    replayed: bool
+    event: events.Event | None = None
+
+
+class Sink(Protocol):
+    """Writes one page of records inside the caller's transaction; returns records written."""
+
+    async def write(self, session: AsyncSession, job: ConnectorJob, records: list[SyncRecord]) -> int: ...
+
+
+class RecordsSink:
+    """The ``connector_records`` table: one row per (connection, object, external id)."""
+
+    async def write(self, session: AsyncSession, job: ConnectorJob, records: list[SyncRecord]) -> int:
+        latest: dict[str, SyncRecord] = {}
+        for record in records:  # one row per id per statement (ON CONFLICT cannot hit a row twice)
+            seen = latest.get(record.external_id)
+            if seen is None or record.modified_at >= seen.modified_at:
+                latest[record.external_id] = record
+        rows = [
+            {
+                "tenant_id": job.tenant_id,
+                "connection_id": job.connection_id,
+                "object": job.object,
+                "external_id": r.external_id,
+                "job_id": job.id,
+                "modified_at": r.modified_at,
+                "data": json.loads(json.dumps(r.data, default=str)),
+                "writes": 1,
+            }
+            for r in latest.values()
+        ]
+        if not rows:
+            return 0
+        stmt = insert(ConnectorRecord)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "connection_id", "object", "external_id"],
+            set_={
+                "data": stmt.excluded.data,
+                "modified_at": stmt.excluded.modified_at,
+                "job_id": stmt.excluded.job_id,
+                "writes": ConnectorRecord.writes + 1,
+                "synced_at": func.now(),
+            },
+            where=stmt.excluded.modified_at >= ConnectorRecord.modified_at,
+        )
+        # executemany: SQLAlchemy batches the rows into multi-row statements it compiles once
+        await session.execute(stmt, rows)
+        return len(rows)
+
+
+def record_text(obj: str, record: SyncRecord) -> str:
+    """A record as a small text document (the knowledge-base sink ingests this)."""
+    lines = [f"# {obj} {record.external_id}", ""]
+    for key in sorted(record.data):
+        value = record.data[key]
+        if value in (None, "", [], {}):
+            continue
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        lines.append(f"- {key}: {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def record_digest(text: str) -> str:
+    """Stable content hash of a record document."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class JobRepository:
+    """Tenant-scoped SQL of ``connector_jobs`` and ``connector_checkpoints``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(
+        self,
+        *,
+        tenant_id: str,
+        connection_id: str,
+        obj: str,
+        sink_type: SinkType,
+        sink_target: str,
+        page_size: int,
+        max_pages_per_minute: int | None,
+        schedule: dict[str, Any] | None,
+        actor: str,
+        job_id: str | None = None,
+    ) -> ConnectorJob:
+        """Insert a job and its empty checkpoint; audited as ``connector_job.create``."""
+        job = ConnectorJob(
+            tenant_id=tenant_id,
+            id=job_id or "job_" + uuid.uuid4().hex[:20],
+            connection_id=connection_id,
+            object=obj,
+            sink_type=sink_type.value,
+            sink_target=sink_target,
+            page_size=page_size,
+            max_pages_per_minute=max_pages_per_minute,
+            schedule=schedule,
+            status="idle",
+            runs_started=0,
+            created_by=actor,
+        )
+        self.session.add(job)
+        await self.session.flush()
+        self.session.add(
+            ConnectorCheckpoint(
+                tenant_id=tenant_id,
+                job_id=job.id,
+                checkpoint=None,
+                pages_done=0,
+                records_written=0,
+                has_more=True,
+                last_page_records=0,
+            )
+        )
+        await self.session.flush()
+        await append(
+            self.session,
+            actor=actor,
+            action="connector_job.create",
+            tenant_id=tenant_id,
+            target=job.id,
+            data={"connection": connection_id, "object": obj, "sink": sink_type.value, "schedule": schedule},
+        )
+        return job
+
+    async def get(self, tenant_id: str, job_id: str) -> ConnectorJob:
+        """The job or :class:`NotFound` (also for another tenant's)."""
+        job = (
+            await self.session.execute(
+                select(ConnectorJob)
+                .where(ConnectorJob.tenant_id == tenant_id, ConnectorJob.id == job_id)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if job is None:
+            raise NotFound("connector job not found")
+        return job
+
+    async def checkpoint(self, tenant_id: str, job_id: str, *, lock: bool = False) -> ConnectorCheckpoint:
+        """The job's checkpoint row (``FOR UPDATE`` with ``lock``)."""
+        query = (
+            select(ConnectorCheckpoint)
+            .where(ConnectorCheckpoint.tenant_id == tenant_id, ConnectorCheckpoint.job_id == job_id)
+            .execution_options(populate_existing=True)
+        )
+        if lock:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise NotFound("connector job not found")
+        return row
+
+    async def page(
+        self, tenant_id: str, *, limit: int, after: tuple[str, str] | None = None
+    ) -> list[ConnectorJob]:
+        """Newest first; ``after`` is (created_at iso, id) of the last row seen."""
+        query = select(ConnectorJob).where(ConnectorJob.tenant_id == tenant_id)
+        if after is not None:
+            created = dt.datetime.fromisoformat(after[0])
+            query = query.where(
+                or_(
+                    ConnectorJob.created_at < created,
+                    and_(ConnectorJob.created_at == created, ConnectorJob.id < after[1]),
+                )
+            )
+        query = query.order_by(ConnectorJob.created_at.desc(), ConnectorJob.id.desc()).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def delete(self, tenant_id: str, job_id: str, *, actor: str) -> ConnectorJob:
+        """Delete a job that is not running, with its checkpoint (synced records stay)."""
+        job = await self.get(tenant_id, job_id)
+        if job.status == "running":
+            raise Conflict("the job is running; cancel its run first")
+        cp = await self.checkpoint(tenant_id, job_id)
+        await self.session.delete(cp)
+        await self.session.flush()
+        await self.session.delete(job)
+        await self.session.flush()
+        await append(
+            self.session, actor=actor, action="connector_job.delete", tenant_id=tenant_id, target=job_id
+        )
+        return job
+
+    async def record_count(self, tenant_id: str, job: ConnectorJob) -> int:
+        """Rows the records sink holds for the job's (connection, object)."""
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(ConnectorRecord)
+            .where(
+                ConnectorRecord.tenant_id == tenant_id,
+                ConnectorRecord.connection_id == job.connection_id,
+                ConnectorRecord.object == job.object,
+            )
+        )
+        return int(count or 0)
+
+    async def begin(self, tenant_id: str, job_id: str, workflow_id: str) -> ConnectorCheckpoint:
+        """Make ``workflow_id`` the job's running sync (idempotent for the same workflow).
+
+        A finished earlier sync (``has_more`` false) is re-opened: incremental sync continues
+        from its checkpoint and reads only what changed since.
+        """
+        job = await self.get(tenant_id, job_id)
+        cp = await self.checkpoint(tenant_id, job_id, lock=True)
+        if cp.owner_workflow_id != workflow_id:
+            cp.owner_workflow_id = workflow_id
+            cp.has_more = True
+            job.runs_started += 1
+        job.status = "running"
+        job.last_workflow_id = workflow_id
+        job.last_error = None
+        job.updated_at = dt.datetime.now(dt.UTC)
+        await self.session.flush()
+        return cp
+
+    async def commit_page(
+        self,
+        *,
+        job: ConnectorJob,
+        workflow_id: str,
+        expected_pages: int,
+        page: SyncPage,
+        sink: Sink,
+        seq: int,
+    ) -> PageOutcome:
+        """Sink write + checkpoint advance + progress event, in the caller's transaction."""
+        cp = await self.checkpoint(job.tenant_id, job.id, lock=True)
+        replay = self.replayed(cp, workflow_id, expected_pages)
+        if replay is not None:
+            return replay
+        written = await sink.write(self.session, job, page.records)
+        cp.checkpoint = page.checkpoint if page.checkpoint is not None else cp.checkpoint
+        cp.pages_done = expected_pages + 1
+        cp.records_written = cp.records_written + written
+        cp.has_more = page.has_more
+        cp.last_page_records = written
+        cp.updated_at = dt.datetime.now(dt.UTC)
+        await self.session.flush()
+        event = await events.store(
+            self.session,
+            tenant_id=job.tenant_id,
+            workflow_id=workflow_id,
+            type=SyncEvent.page,
+            data={
+                "job": job.id,
+                "page": cp.pages_done,
+                "records": written,
+                "records_total": cp.records_written,
+                "has_more": page.has_more,
+            },
+            seq=seq,
+        )
+        return PageOutcome(cp.pages_done, written, page.has_more, False, event)
+
+    @staticmethod
+    def replayed(cp: ConnectorCheckpoint, workflow_id: str, expected_pages: int) -> PageOutcome | None:
+        """The stored outcome when this workflow already committed the page, else None.
+
+        Raises :class:`SyncSuperseded` when another run owns the job or the checkpoint moved.
+        """
+        if cp.owner_workflow_id != workflow_id:
+            raise SyncSuperseded("another run of this job owns its checkpoint")
+        if cp.pages_done == expected_pages + 1:
+            return PageOutcome(cp.pages_done, cp.last_page_records, cp.has_more, True)
+        if cp.pages_done != expected_pages:
+            raise SyncSuperseded("the job's checkpoint moved outside this run")
+        if not cp.has_more:
+            return PageOutcome(cp.pages_done, 0, False, True)
+        return None
+
+    async def finish(
+        self, tenant_id: str, job_id: str, workflow_id: str, *, status: str, error: str | None
+    ) -> None:
+        """Record how the job's run ended (only if it is still the job's latest run)."""
+        await self.session.execute(
+            update(ConnectorJob)
+            .where(
+                ConnectorJob.tenant_id == tenant_id,
+                ConnectorJob.id == job_id,
+                ConnectorJob.last_workflow_id == workflow_id,
+            )
+            .values(status=status, last_error=(error or None) and error[:500], updated_at=func.now())
+        )
+
+
+def validate_schedule(schedule: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check a ``{cron | interval_s, overlap}`` schedule (the API model validated the shape)."""
+    if schedule is None:
+        return None
+    if bool(schedule.get("cron")) == bool(schedule.get("interval_s")):
+        raise ValidationFailed("a schedule needs exactly one of 'cron' or 'interval_s'")
+    return schedule
