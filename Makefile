@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy core workflows activities workers api cli
+	$(BIN)/mypy core workflows activities workers api cli evals connectors
 
 test: lint typecheck browser-deps
 	$(BIN)/pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/.pytest-tmp $(PYTEST_ARGS)
