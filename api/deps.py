@@ -51,6 +51,8 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
             yield session
         for prefix in session.info.pop("evict_key_prefixes", []):
             await evict_key(state.redis, prefix)
+            if state.gateway is not None and state.gateway.keys is not None:
+                state.gateway.keys.discard(prefix)  # this process's copy (api.auth.LocalKeyCache)
 
 
 # scope="function": commit (and post-commit evictions) happen before the response is sent,

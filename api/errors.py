@@ -83,28 +83,38 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+def nexus_problem(request: Request, exc: NexusError) -> JSONResponse:
+    """The problem+json answer for a domain error (``Retry-After`` when it carries one)."""
+    headers = None
+    retry = exc.extra.get("retry_after_s")
+    if retry is not None:
+        headers = {"Retry-After": str(retry)}
+    extra = {k: v for k, v in exc.extra.items() if k != "retry_after_s"}
+    return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **extra)
+
+
+def validation_problem(request: Request, errors: Any) -> JSONResponse:
+    """The answer for a request that does not match its schema (pydantic-style ``errors``)."""
+    # OpenAI and Anthropic answer malformed or unknown parameters with 400; their SDKs expect it.
+    status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
+    return problem(
+        status,
+        "validation_error",
+        "Request validation failed",
+        "the request body or parameters do not match the schema",
+        request,
+        errors=_clean_errors(errors),
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(NexusError)
     async def _nexus(request: Request, exc: NexusError) -> JSONResponse:
-        headers = None
-        retry = exc.extra.get("retry_after_s")
-        if retry is not None:
-            headers = {"Retry-After": str(retry)}
-        extra = {k: v for k, v in exc.extra.items() if k != "retry_after_s"}
-        return problem(exc.status, exc.code, exc.title, exc.detail, request, headers, **extra)
+        return nexus_problem(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # OpenAI and Anthropic answer malformed or unknown parameters with 400; their SDKs expect it.
-        status = 400 if request.url.path.startswith(OPENAI_PATHS) else 422
-        return problem(
-            status,
-            "validation_error",
-            "Request validation failed",
-            "the request body or parameters do not match the schema",
-            request,
-            errors=_clean_errors(exc.errors()),
-        )
+        return validation_problem(request, exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -134,4 +134,8 @@ class RequestContextMiddleware:
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
+    from api.gateway.fast import GatewayFastPath
+
+    # Added first = innermost: the gateway's hot path runs inside the request context.
+    app.add_middleware(GatewayFastPath)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)

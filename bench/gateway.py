@@ -15,6 +15,11 @@ Non-streamed requests with ``wrk`` (``bench/gateway_wrk.lua``) at concurrency 1 
 a sequential httpx client, the three targets interleaved. Targets: added p50 <= 1 ms at c=1 and
 NexusAI >= 10x LiteLLM's throughput at c=32.
 
+Each wrk run also reports the CPU time the server under test used per request (user + system
+of its process tree, from /proc, over the measured run) and the 1-minute load average at its
+end. On a shared machine latencies and throughput move with the load; CPU per request hardly
+does, so it is the figure to compare across runs.
+
     python -m bench.gateway [--duration 10] [--warmup 3] [--ttft-n 200] [--profile]
 
 ``--profile`` also samples the API process with py-spy (installed into the LiteLLM venv) during
@@ -78,6 +83,7 @@ class Target:
     base: str  # ".../v1"
     model: str
     key: str
+    pid: int | None = None  # the server process whose CPU time is charged to this target
 
     @property
     def url(self) -> str:
@@ -103,6 +109,8 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int  # socket errors + timeouts + non-2xx
+    cpu_ms: float | None = None  # CPU time of the server's process tree per request
+    load1: float = 0.0  # 1-minute load average at the end of the run
 
 
 # --------------------------------------------------------------------------- processes
@@ -133,10 +141,11 @@ def _http_ready(url: str) -> bool:
         return False
 
 
-def start_simulator(procs: Processes, root: Path) -> int:
+def start_simulator(procs: Processes, root: Path) -> tuple[int, int]:
+    """The simulator; returns (port, pid)."""
     port = free_port()
     argv = [sys.executable, "-m", "core.simulator", "--port", str(port), "--scenario", str(SCENARIO)]
-    procs.start(
+    proc = procs.start(
         ServerSpec(
             name="simulator",
             argv=argv,
@@ -145,7 +154,7 @@ def start_simulator(procs: Processes, root: Path) -> int:
             ready=lambda: _http_ready(f"http://127.0.0.1:{port}/health"),
         )
     )
-    return port
+    return port, proc.pid
 
 
 async def _mint_key(settings: Any) -> str:
@@ -266,7 +275,7 @@ general_settings:
 """
 
 
-def start_litellm(procs: Processes, root: Path, sim_port: int) -> tuple[str, str]:
+def start_litellm(procs: Processes, root: Path, sim_port: int) -> tuple[str, str, int]:
     """The proxy with a master key (it refuses to start without one, and it is the fair peer of a
     NexusAI key: both authenticate every request); returns (url, key)."""
     master_key = f"sk-bench-{secrets.token_hex(16)}"
@@ -282,7 +291,7 @@ def start_litellm(procs: Processes, root: Path, sim_port: int) -> tuple[str, str
     }
     argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1"]
     argv += ["--port", str(port)]
-    procs.start(
+    proc = procs.start(
         ServerSpec(
             name="litellm",
             argv=argv,
@@ -293,7 +302,7 @@ def start_litellm(procs: Processes, root: Path, sim_port: int) -> tuple[str, str
         ),
         timeout_s=120,
     )
-    return f"http://127.0.0.1:{port}/v1", master_key
+    return f"http://127.0.0.1:{port}/v1", master_key, proc.pid
 
 
 # --------------------------------------------------------------------------- load
@@ -311,11 +320,36 @@ def check(target: Target) -> None:
         raise RuntimeError(f"{target.name} (stream): {s.status_code} {text[:500]}")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (all threads)."""
+    total, todo, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            todo.extend(_children(current))
+    return total
+
+
 def wrk(target: Target, threads: int, conns: int, seconds: float) -> WrkResult:
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "10s"]
     argv += ["-s", str(LUA), target.url]
     env = {**os.environ, "WRK_BODY": target.body().decode(), "WRK_KEY": target.key}
+    cpu_before = tree_cpu_s(target.pid) if target.pid else 0.0
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu = tree_cpu_s(target.pid) - cpu_before if target.pid else None
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -329,6 +363,8 @@ def wrk(target: Target, threads: int, conns: int, seconds: float) -> WrkResult:
         p99_ms=data["p99_us"] / 1000,
         requests=data["requests"],
         errors=errors,
+        cpu_ms=1000 * cpu / data["requests"] if cpu is not None and data["requests"] else None,
+        load1=os.getloadavg()[0],
     )
 
 
@@ -337,9 +373,11 @@ def load(target: Target, duration: float, warmup: float) -> list[WrkResult]:
     for threads, conns in ((1, 1), (2, 32)):
         wrk(target, threads, conns, warmup)
         result = wrk(target, threads, conns, duration)
+        cpu = f"{result.cpu_ms:.3f}" if result.cpu_ms is not None else "-"
         print(
             f"  {target.name:<8} c={conns:<3} {result.rps:>9.0f} req/s  p50 {result.p50_ms:7.3f} ms  "
-            f"p99 {result.p99_ms:7.3f} ms  ({result.requests} requests, {result.errors} errors)",
+            f"p99 {result.p99_ms:7.3f} ms  cpu {cpu} ms/req  load {result.load1:.2f}  "
+            f"({result.requests} requests, {result.errors} errors)",
             flush=True,
         )
         results.append(result)
@@ -401,25 +439,21 @@ def _frame_name(frame: str) -> str:
 # Where a gateway request spends the API process's CPU: (label, frame name prefix), inclusive.
 HOT_PATH = (
     ("uvicorn -> endpoint (whole request)", "RequestResponseCycle.run_asgi "),
-    ("  FastAPI solve_dependencies (auth, body model)", "solve_dependencies "),
-    ("    authenticate (Redis key cache GET)", "authenticate (api/auth.py)"),
-    ("    run_in_threadpool (sync dependencies)", "run_in_threadpool "),
-    ("  chat_completions endpoint", "chat_completions (api/gateway/routes.py)"),
+    ("  gateway fast path (api/gateway/fast.py)", "GatewayFastPath._chat "),
+    ("    authenticate (in-memory key cache; Redis on a miss)", "authenticate (api/auth.py)"),
+    ("    body validation (pydantic, from the JSON bytes)", "BaseModel.model_validate_json "),
     ("    OpenAI wire -> ChatRequest", "to_chat_request "),
     ("    cost estimate (token count)", "_chat_estimate "),
     ("    admission (Redis Lua)", "admit_call "),
     ("    upstream call: ProviderRegistry.chat", "ProviderRegistry.chat "),
-    ("      httpx AsyncClient.send", "AsyncClient.send "),
-    (
-        "        httpcore pool: assign/scan connections",
-        "AsyncConnectionPool._assign_requests_to_connections ",
-    ),
-    ("        httpcore HTTP/1.1 (h11) exchange", "AsyncHTTP11Connection.handle_async_request "),
+    ("      aiohttp request", "ClientSession._request "),
     ("    finish_call (log record, metrics)", "finish_call "),
     ("    response JSON", "completion_json "),
-    ("budget settlement task (_settle)", "_settle "),
-    ("inference log flush (SQLAlchemy insert)", "InferenceLogWriter.flush "),
-    ("event loop itself (Runner.run self time)", "Runner.run "),
+    ("    sending the response", "Response.__call__ "),
+    ("settlement batches (Settler)", "Settler._settle "),
+    ("inference log flush (executemany insert)", "InferenceLogWriter.flush "),
+    ("key cache invalidations", "LocalKeyCache._follow "),
+    ("event loop itself (Runner.run self time, includes waiting)", "Runner.run "),
 )
 IDLE_LEAVES = ("Condition.wait ", "Event.wait ", "Queue.get ", "Thread.join ", "select ", "epoll")
 
@@ -505,7 +539,7 @@ def report(
     print("\nnon-streamed chat completions (wrk):")
     print(
         f"  {'path':<8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'+p50 ms':>8} {'+p99 ms':>8} {'errors':>6}"
+        f"{'+p50 ms':>8} {'+p99 ms':>8} {'cpu/req':>8} {'load1':>6} {'errors':>6}"
     )
     for (name, conns), r in results.items():
         d = direct[conns]
@@ -513,11 +547,14 @@ def report(
         figures[f"{name}_c{conns}_rps"] = r.rps
         figures[f"{name}_c{conns}_p50_ms"] = r.p50_ms
         figures[f"{name}_c{conns}_p99_ms"] = r.p99_ms
+        if r.cpu_ms is not None:
+            figures[f"{name}_c{conns}_cpu_ms"] = r.cpu_ms
         shown50 = "" if name == "direct" else f"{added50:+.3f}"
         shown99 = "" if name == "direct" else f"{added99:+.3f}"
+        cpu = f"{r.cpu_ms:.3f}" if r.cpu_ms is not None else ""
         print(
             f"  {name:<8} {conns:>4} {r.rps:>9.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
-            f"{shown50:>8} {shown99:>8} {r.errors:>6}"
+            f"{shown50:>8} {shown99:>8} {cpu:>8} {r.load1:>6.2f} {r.errors:>6}"
         )
     print("\nstreaming, time to first content chunk (sequential httpx client):")
     base = statistics.median(ttfts["direct"])
@@ -540,6 +577,13 @@ def report(
         f"NexusAI / LiteLLM {litellm_version} throughput at c=32: {ratio:.1f}x "
         f"(target >= {TARGET_THROUGHPUT_RATIO:g}x): {ok2}"
     )
+    nexus_cpu, litellm_cpu = results[("nexus", 32)].cpu_ms, results[("litellm", 32)].cpu_ms
+    if nexus_cpu and litellm_cpu:
+        figures["cpu_ratio_c32"] = litellm_cpu / nexus_cpu
+        print(
+            f"CPU per request at c=32: NexusAI {nexus_cpu:.3f} ms, LiteLLM {litellm_cpu:.3f} ms "
+            f"({litellm_cpu / nexus_cpu:.1f}x less; load-insensitive complement of the ratio above)"
+        )
     return figures
 
 
@@ -561,17 +605,19 @@ def run(
     procs = Processes()
     results: dict[tuple[str, int], WrkResult] = {}
     try:
-        sim_port = start_simulator(procs, root)
-        direct = Target("direct", f"http://127.0.0.1:{sim_port}/v1", UPSTREAM_MODEL, "sk-bench-direct")
+        sim_port, sim_pid = start_simulator(procs, root)
+        direct = Target(
+            "direct", f"http://127.0.0.1:{sim_port}/v1", UPSTREAM_MODEL, "sk-bench-direct", sim_pid
+        )
         check(direct)
         print(f"simulator alone ({duration:g} s per run after a {warmup:g} s warm-up):", flush=True)
         for r in load(direct, duration, warmup):
             results[(r.target, r.conns)] = r
 
         nexus_url, key, api_proc = start_nexus(procs, root, sim_port)
-        nexus = Target("nexus", nexus_url, NEXUS_MODEL, key)
-        litellm_url, litellm_key = start_litellm(procs, root, sim_port)
-        litellm = Target("litellm", litellm_url, UPSTREAM_MODEL, litellm_key)
+        nexus = Target("nexus", nexus_url, NEXUS_MODEL, key, api_proc.pid)
+        litellm_url, litellm_key, litellm_pid = start_litellm(procs, root, sim_port)
+        litellm = Target("litellm", litellm_url, UPSTREAM_MODEL, litellm_key, litellm_pid)
         for target in (nexus, litellm):
             check(target)
             for r in load(target, duration, warmup):

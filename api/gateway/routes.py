@@ -106,10 +106,23 @@ async def chat_completions(
     gw: GatewayDep,
     x_nexus_cache: Annotated[str | None, Header()] = None,
 ) -> Response:
+    # The API serves this path through api.gateway.fast (same function, without FastAPI's
+    # per-request machinery); this route documents it and serves it when mounted elsewhere.
+    return await serve_chat(gw, principal, body, request_id_of(request), x_nexus_cache)
+
+
+async def serve_chat(
+    gw: Gateway,
+    principal: Principal,
+    body: wire.ChatCompletionRequest,
+    request_id: str,
+    x_nexus_cache: str | None,
+) -> Response:
+    """One chat completion for an authenticated caller: the answer, or an SSE stream."""
     service.require_chat_scope(principal)
     normalised = wire.to_chat_request(body, body.model)
     ctx = service.candidates_for(gw, principal, body.model, normalised)
-    ctx.request_id = request_id_of(request)
+    ctx.request_id = request_id
     use_cache, force_cache = cache_flags(x_nexus_cache)
     try:
         if not body.stream:
@@ -238,27 +251,35 @@ async def get_model(model_id: str, principal: GatewayPrincipal, gw: GatewayDep) 
 
 def build_gateway(state: AppState) -> Gateway:
     """The gateway's resources for an API process (called from the lifespan)."""
-    import httpx
+    from redis.asyncio import Redis
 
+    from api.auth import LocalKeyCache
     from core.gateway.budget_store import postgres_limits
     from core.gateway.logs import InferenceLogWriter
+    from core.gateway.settlement import Settler
     from core.providers.catalog import Catalog
     from core.providers.registry import ProviderRegistry
-    from core.providers.transport import AiohttpTransport
+    from core.providers.transport import AiohttpUpstream
 
     settings = state.settings
     catalog = Catalog.load(settings.providers)
-    http = httpx.AsyncClient(
-        transport=AiohttpTransport(), timeout=settings.providers.timeouts.httpx_timeout(), trust_env=False
-    )
+    http = AiohttpUpstream()
+    # No per-command socket timeout: the hot path bounds its Redis calls itself (service.py).
+    redis = Redis.from_url(settings.redis.url, decode_responses=False, socket_timeout=None)
     writer = InferenceLogWriter(state.sessions, state.redis)
     writer.start()
+    settler = Settler(redis)
+    settler.start()
+    keys = LocalKeyCache(settings.redis.url, ttl_s=settings.redis.key_cache_ttl_s)
+    keys.start()
     return Gateway(
+        keys=keys,
         catalog=catalog,
         registry=ProviderRegistry(catalog, settings.providers, http),
         http=http,
-        redis=state.redis,
+        redis=redis,
         logs=writer,
+        settler=settler,
         limits=postgres_limits(state.sessions),
         default_rpm=settings.api.rate_limit_per_minute,
         default_completion_tokens=settings.providers.default_completion_tokens,

@@ -245,6 +245,22 @@ async def reserve(
     return reservation
 
 
+def completion_call(
+    reservation: Reservation,
+    actual_micro: int,
+    *,
+    token_keys: Sequence[str] = (),
+    token_deltas: Sequence[int] = (),
+    marker: str = "settled",
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the completion script for one request."""
+    keys = [done_key(reservation.tenant_id, reservation.request_id), *token_keys]
+    for scope in reservation.scopes:
+        keys.extend(scope.account_keys(reservation.month))
+    numbers = [len(token_keys), len(reservation.scopes), actual_micro, DONE_TTL_S, ACCOUNT_TTL_S]
+    return keys, [pack([*numbers, *token_deltas]), reservation.request_id, marker]
+
+
 async def execute_completion(
     redis: Redis,
     reservation: Reservation,
@@ -255,11 +271,9 @@ async def execute_completion(
     marker: str = "settled",
 ) -> bool:
     """Run the completion script: token adjustments plus settle; False if already completed."""
-    keys = [done_key(reservation.tenant_id, reservation.request_id), *token_keys]
-    for scope in reservation.scopes:
-        keys.extend(scope.account_keys(reservation.month))
-    numbers = [len(token_keys), len(reservation.scopes), actual_micro, DONE_TTL_S, ACCOUNT_TTL_S]
-    args = [pack([*numbers, *token_deltas]), reservation.request_id, marker]
+    keys, args = completion_call(
+        reservation, actual_micro, token_keys=token_keys, token_deltas=token_deltas, marker=marker
+    )
     return int(await COMPLETE_SCRIPT(redis, keys, args)) == 1
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -27,11 +28,12 @@ from core.gateway.budgets import (
     BudgetScope,
     LimitLoader,
     Reservation,
+    completion_call,
     execute_admission,
     execute_completion,
     to_micro,
 )
-from core.gateway.scripts import retry_after_s, tenant_tag
+from core.gateway.scripts import COMPLETE_SCRIPT, retry_after_s, tenant_tag
 
 WINDOW_MS = 60_000
 
@@ -179,3 +181,25 @@ async def complete(redis: Redis, admission: Admission, actual_tokens: int, actua
         token_keys=admission.token_buckets,
         token_deltas=[delta] * len(admission.token_buckets),
     )
+
+
+def _completion(admission: Admission, actual_tokens: int, actual_usd: Decimal) -> tuple[list[str], list[str]]:
+    delta = max(0, actual_tokens) - admission.estimated_tokens
+    return completion_call(
+        admission.reservation,
+        to_micro(actual_usd),
+        token_keys=admission.token_buckets,
+        token_deltas=[delta] * len(admission.token_buckets),
+    )
+
+
+async def complete_many(
+    redis: Redis, finished: Sequence[tuple[Admission, int, Decimal]]
+) -> list[bool | Exception]:
+    """:func:`complete` for many calls in one pipelined round trip (each still atomic and idempotent).
+
+    ``finished`` holds ``(admission, actual_tokens, actual_usd)``; returns, per call, whether it
+    was applied (False: already completed) or the error it met.
+    """
+    results = await COMPLETE_SCRIPT.run_many(redis, [_completion(a, t, usd) for a, t, usd in finished])
+    return [r if isinstance(r, Exception) else int(r) == 1 for r in results]

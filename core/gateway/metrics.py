@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
@@ -44,20 +45,38 @@ LOGS_FAILED = Counter(
 LOGS_WRITTEN = Counter("nexus_inference_logs_written_total", "Inference log records written to Postgres")
 
 
+@functools.lru_cache(maxsize=4096)
+def _series(model: str, provider: str) -> tuple[Any, ...]:
+    """The labelled children of one model (a label lookup takes a lock and a dict per call)."""
+    return (
+        REQUESTS.labels(model=model, provider=provider, status="ok"),
+        REQUESTS.labels(model=model, provider=provider, status="error"),
+        TOKENS.labels(model=model, provider=provider, kind="input"),
+        TOKENS.labels(model=model, provider=provider, kind="output"),
+        TOKENS.labels(model=model, provider=provider, kind="cached"),
+        TOKENS.labels(model=model, provider=provider, kind="reasoning"),
+        COST.labels(model=model, provider=provider),
+        LATENCY.labels(model=model, provider=provider),
+        TTFT.labels(model=model, provider=provider),
+    )
+
+
 def record_metrics(record: InferenceRecord) -> None:
     """Count one finished call: request, tokens, cost, latency and (if known) time to first token."""
-    model, provider = record.model, record.provider
-    REQUESTS.labels(model=model, provider=provider, status=record.status).inc()
-    for kind, count in (
-        ("input", record.input_tokens),
-        ("output", record.output_tokens),
-        ("cached", record.cached_tokens),
-        ("reasoning", record.reasoning_tokens),
+    ok, error, tok_in, tok_out, tok_cached, tok_reasoning, cost, latency, ttft = _series(
+        record.model, record.provider
+    )
+    (ok if record.status == "ok" else error).inc()
+    for series, count in (
+        (tok_in, record.input_tokens),
+        (tok_out, record.output_tokens),
+        (tok_cached, record.cached_tokens),
+        (tok_reasoning, record.reasoning_tokens),
     ):
         if count:
-            TOKENS.labels(model=model, provider=provider, kind=kind).inc(count)
+            series.inc(count)
     if record.cost_usd:
-        COST.labels(model=model, provider=provider).inc(float(record.cost_usd))
-    LATENCY.labels(model=model, provider=provider).observe(record.latency_ms / 1000)
+        cost.inc(float(record.cost_usd))
+    latency.observe(record.latency_ms / 1000)
     if record.ttft_ms is not None:
-        TTFT.labels(model=model, provider=provider).observe(record.ttft_ms / 1000)
+        ttft.observe(record.ttft_ms / 1000)

@@ -192,6 +192,24 @@ class LuaScript:
         except NoScriptError:
             return await redis.eval(self.source, len(keys), *keys, *args)
 
+    async def run_many(
+        self, redis: Redis, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Run the script once per ``(keys, args)`` in one pipelined round trip (not a transaction).
+
+        Each call's result, or the exception it raised, in order. Only for idempotent calls: after
+        a server restart the whole batch runs again once the script is loaded.
+        """
+        for attempt in range(2):
+            async with redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in results):
+                return results
+            await redis.script_load(self.source)
+        raise AssertionError("unreachable")
+
 
 ADMIT_SCRIPT = LuaScript(ADMIT)
 COMPLETE_SCRIPT = LuaScript(COMPLETE)

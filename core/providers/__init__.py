@@ -1,6 +1,7 @@
 """The provider layer: normalised types, error taxonomy, adapters, catalog, tokens and cost.
 
-Typical use (the caller owns the ``httpx.AsyncClient``)::
+Typical use (the caller owns the HTTP client: an ``httpx.AsyncClient``, or the gateway's
+``AiohttpUpstream`` from ``core.providers.transport``)::
 
     catalog = Catalog.load(settings.providers)
     registry = ProviderRegistry(catalog, settings.providers, client)

@@ -1,8 +1,9 @@
 """The ``Provider`` protocol and the HTTP plumbing every adapter shares.
 
-Adapters are native async over one ``httpx.AsyncClient`` injected by the caller (connection
-pooling is shared, lifecycle is the caller's), make exactly one attempt per call, and turn
-every failure into a :class:`ProviderError`.
+Adapters are native async over one HTTP client injected by the caller (connection pooling is
+shared, lifecycle is the caller's): an :class:`~core.providers.transport.Upstream` (the gateway
+uses :class:`~core.providers.transport.AiohttpUpstream`) or any ``httpx.AsyncClient``. They make
+exactly one attempt per call, and turn every failure into a :class:`ProviderError`.
 
 Streams: an error before the first event is *raised* (so a caller can fall back to another
 model with nothing sent to its client); an error after the stream started is *yielded* as a
@@ -14,7 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 from core.providers.errors import ErrorKind, ProviderError, classify
 from core.providers.settings import ProviderTimeouts
 from core.providers.sse import SseEvent, error_event, iter_sse
+from core.providers.transport import HttpxUpstream, Upstream, UpstreamError
 from core.providers.types import (
     ChatRequest,
     ChatResponse,
@@ -98,7 +100,7 @@ class HttpAdapter(abc.ABC):
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Upstream,
         base_url: str,
         api_key: SecretStr | None = None,
         timeouts: ProviderTimeouts | None = None,
@@ -106,6 +108,7 @@ class HttpAdapter(abc.ABC):
         default_max_tokens: int = 4096,
     ) -> None:
         self.client = client
+        self.upstream: Upstream = client if isinstance(client, Upstream) else HttpxUpstream(client)
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeouts = timeouts or ProviderTimeouts()
@@ -141,7 +144,7 @@ class HttpAdapter(abc.ABC):
             **self.auth_headers(),
         }
 
-    def http_error(self, status: int, content: bytes, headers: httpx.Headers) -> ProviderError:
+    def http_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> ProviderError:
         """Classify an HTTP error answer."""
         try:
             body: Any = orjson.loads(content)
@@ -151,17 +154,13 @@ class HttpAdapter(abc.ABC):
         err.message = _scrub(err.message, self._secret())
         return err
 
-    def _transport_error(self, exc: httpx.HTTPError, started: bool) -> ProviderError:
-        if isinstance(exc, httpx.TimeoutException):
-            what = "stream stalled" if started else type(exc).__name__
+    def _transport_error(self, exc: UpstreamError, started: bool) -> ProviderError:
+        if exc.timeout:
+            what = "stream stalled" if started else exc.name
             return ProviderError(ErrorKind.timeout, f"upstream timeout ({what})", provider=self.name)
         if started:
-            return ProviderError(
-                ErrorKind.truncated_stream, f"stream broke: {type(exc).__name__}", provider=self.name
-            )
-        return ProviderError(
-            ErrorKind.server, f"upstream unreachable: {type(exc).__name__}", provider=self.name
-        )
+            return ProviderError(ErrorKind.truncated_stream, f"stream broke: {exc.name}", provider=self.name)
+        return ProviderError(ErrorKind.server, f"upstream unreachable: {exc.name}", provider=self.name)
 
     async def post_json(
         self, path: str, payload: dict[str, Any], params: dict[str, str] | None = None
@@ -169,19 +168,19 @@ class HttpAdapter(abc.ABC):
         """POST ``payload`` once and return the decoded JSON answer."""
         try:
             async with asyncio.timeout(self.timeouts.request_s):
-                resp = await self.client.post(
+                resp = await self.upstream.post(
                     self.base_url + path,
-                    content=orjson.dumps(payload),
-                    headers=self._headers(stream=False),
-                    params=params,
-                    timeout=self.timeouts.httpx_timeout(),
+                    orjson.dumps(payload),
+                    self._headers(stream=False),
+                    params,
+                    self.timeouts,
                 )
         except TimeoutError:
             raise ProviderError(ErrorKind.timeout, "upstream timeout (request)", provider=self.name) from None
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             raise self._transport_error(exc, started=False) from None
-        if resp.status_code >= 400:
-            raise self.http_error(resp.status_code, resp.content, resp.headers)
+        if resp.status >= 400:
+            raise self.http_error(resp.status, resp.content, resp.headers)
         return decode_json(resp.content, self.name)
 
     async def stream_sse(
@@ -196,16 +195,15 @@ class HttpAdapter(abc.ABC):
         first: float | None = None
         yielded = False
         try:
-            async with self.client.stream(
-                "POST",
+            async with self.upstream.stream(
                 self.base_url + path,
-                content=orjson.dumps(payload),
-                headers=self._headers(stream=True),
-                params=params,
-                timeout=self.timeouts.httpx_timeout(),
+                orjson.dumps(payload),
+                self._headers(stream=True),
+                params,
+                self.timeouts,
             ) as resp:
-                if resp.status_code >= 400:
-                    raise self.http_error(resp.status_code, await resp.aread(), resp.headers)
+                if resp.status >= 400:
+                    raise self.http_error(resp.status, await resp.aread(), resp.headers)
                 content_type = resp.headers.get("content-type", "")
                 if "json" in content_type and "event-stream" not in content_type:
                     body = decode_json(await resp.aread(), self.name)
@@ -225,13 +223,13 @@ class HttpAdapter(abc.ABC):
                     for event in parser.finish():
                         yield _stamp(event, start, first)
                         yielded = True
-                except httpx.HTTPError as exc:
+                except UpstreamError as exc:
                     raise self._transport_error(exc, started=True) from None
         except ProviderError as err:
             if not yielded:
                 raise
             yield error_event(err)
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             broken = self._transport_error(exc, started=yielded)
             if not yielded:
                 raise broken from None

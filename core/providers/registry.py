@@ -3,7 +3,7 @@
 ``ProviderRegistry`` itself satisfies the ``Provider`` protocol for catalog model ids: it
 checks the model's capabilities, sends the upstream model name through the right adapter and
 reports the catalog id and provider name back. One adapter is built per catalog provider, all
-sharing the caller's ``httpx.AsyncClient``.
+sharing the caller's HTTP client (an ``Upstream`` or an ``httpx.AsyncClient``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from core.providers.openai import OpenAIAdapter
 from core.providers.openai_compatible import OpenAICompatibleAdapter
 from core.providers.settings import ProvidersSettings
 from core.providers.tokens import count_text
+from core.providers.transport import Upstream
 from core.providers.types import (
     ChatRequest,
     ChatResponse,
@@ -60,7 +61,9 @@ class ProviderRegistry:
 
     name = "registry"
 
-    def __init__(self, catalog: Catalog, settings: ProvidersSettings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: ProvidersSettings, client: httpx.AsyncClient | Upstream
+    ) -> None:
         self.catalog = catalog
         self._settings = settings
         self._client = client

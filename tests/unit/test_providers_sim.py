@@ -25,7 +25,7 @@ from core.providers.errors import ErrorKind, ProviderError  # noqa: E402
 from core.providers.registry import ProviderRegistry  # noqa: E402
 from core.providers.settings import ProvidersSettings, ProviderTimeouts  # noqa: E402
 from core.providers.sse import collect_stream  # noqa: E402
-from core.providers.transport import AiohttpTransport  # noqa: E402
+from core.providers.transport import AiohttpUpstream  # noqa: E402
 from core.providers.types import (  # noqa: E402
     ChatRequest,
     EmbeddingRequest,
@@ -62,22 +62,27 @@ async def sim_url() -> AsyncIterator[str]:
 
 
 TRANSPORT = {"kind": "httpx"}
+OPENED: list[AiohttpUpstream | httpx.AsyncClient] = []
 
 
-@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
-def transport(request: pytest.FixtureRequest) -> str:
-    """Every adapter test runs over httpx's own transport and over the gateway's aiohttp one."""
+@pytest_asyncio.fixture(autouse=True, params=["httpx", "aiohttp"])
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Every adapter test runs over an httpx client and over the gateway's aiohttp upstream."""
     TRANSPORT["kind"] = request.param
-    return str(request.param)
+    yield str(request.param)
+    while OPENED:
+        await OPENED.pop().aclose()
 
 
 def registry(sim_url: str, fail: str | None = None) -> ProviderRegistry:
     settings = ProvidersSettings(simulator_url=sim_url, timeouts=ProviderTimeouts(read_s=1.0, request_s=3.0))
     headers = {"x-sim-fail": fail} if fail else {}
-    transport = AiohttpTransport() if TRANSPORT["kind"] == "aiohttp" else None
-    client = httpx.AsyncClient(
-        headers=headers, transport=transport, timeout=settings.timeouts.httpx_timeout()
-    )
+    client: AiohttpUpstream | httpx.AsyncClient
+    if TRANSPORT["kind"] == "aiohttp":
+        client = AiohttpUpstream(headers=headers)
+    else:
+        client = httpx.AsyncClient(headers=headers, timeout=settings.timeouts.httpx_timeout())
+    OPENED.append(client)
     return ProviderRegistry(Catalog.load(settings), settings, client)
 
 
