@@ -241,11 +241,13 @@ class PipelineActivities:
         self, step: HttpStep, url: str, headers: dict[str, str], content: bytes
     ) -> dict[str, Any]:
         timeout = min(step.timeout_s, self.settings.http_timeout_s)
-        client = self.http or httpx.AsyncClient(trust_env=False)
+        client = self.http or ssrf.guarded_client(self.settings.allow_private_hosts)
         try:
             resp = await client.request(
                 step.method, url, headers=headers, content=content, timeout=timeout, follow_redirects=False
             )
+        except ssrf.UrlRefused as exc:  # the connection's own resolution differed from the check's
+            raise failure(str(exc), "UrlRefused") from None
         except httpx.TimeoutException:
             raise failure("the call timed out", "timeout", retryable=True) from None
         except httpx.TransportError as exc:

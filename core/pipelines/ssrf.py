@@ -7,9 +7,12 @@ allowlisted that host name, address or CIDR range (``NEXUS_PIPELINES__ALLOW_PRIV
 Every resolved address must pass, so a name that resolves to one public and one private
 address is refused. Redirects are never followed by the caller.
 
-Known limit: the check and the connection resolve separately, so a DNS answer that changes
-between them (rebinding with a TTL of 0) is not caught; pinning the checked address for the
-connection would close that gap.
+DNS rebinding: a check that resolves the name and a connection that resolves it again can see
+two different answers (a TTL-0 record that is public for the check and 127.0.0.1 for the
+connection). :func:`guarded_transport` closes that gap: its connections resolve the name once,
+refuse it unless every address passes, and connect to a vetted address (TLS still verifies the
+certificate against the host name). :func:`check_resolved` stays as the early check that gives
+a clear error before any request is built.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpcore
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FORBIDDEN_NAMES = ("localhost", "metadata.google.internal", "metadata")
@@ -90,17 +98,121 @@ def check_literal(url: str, allowlist: list[str]) -> None:
         raise UrlRefused("URL points at a local host name")
 
 
-async def check_resolved(url: str, allowlist: list[str]) -> None:
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for ``host`` (TCP), in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+async def vetted_addresses(
+    host: str, port: int, allowlist: list[str], resolve: Resolver = system_resolve
+) -> list[str]:
+    """The addresses a connection to ``host`` may use: all of them must pass, else :class:`UrlRefused`."""
+    host = host.lower().rstrip(".")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if _is_forbidden_ip(literal) and not _allowed(host, literal, allowlist):
+            raise UrlRefused("URL points at a private, loopback, link-local or reserved address")
+        return [str(literal)]
+    if not _allowed(host, None, allowlist) and (
+        host in _FORBIDDEN_NAMES or host.endswith((".localhost", ".internal", ".local"))
+    ):
+        raise UrlRefused("URL points at a local host name")
+    try:
+        addresses = await resolve(host, port)
+    except OSError as exc:
+        raise UrlRefused("URL host does not resolve") from exc
+    if not addresses:
+        raise UrlRefused("URL host does not resolve")
+    if _allowed(host, None, allowlist):
+        return addresses
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if _is_forbidden_ip(ip) and not _allowed(host, ip, allowlist):
+            raise UrlRefused("URL resolves to a private, loopback, link-local or reserved address")
+    return addresses
+
+
+async def check_resolved(url: str, allowlist: list[str], resolve: Resolver = system_resolve) -> None:
     """Resolve the URL's host and refuse it unless every address is public (or allowlisted)."""
     check_literal(url, allowlist)
     host, port = _parts(url)
-    if _allowed(host, None, allowlist):
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UrlRefused("URL host does not resolve") from exc
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if _is_forbidden_ip(ip) and not _allowed(host, ip, allowlist):
-            raise UrlRefused("URL resolves to a private, loopback, link-local or reserved address")
+    await vetted_addresses(host, port, allowlist, resolve)
+
+
+class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to vetted addresses of the requested host (see the module doc)."""
+
+    def __init__(self, allowlist: list[str], resolve: Resolver = system_resolve) -> None:
+        self._allowlist = list(allowlist)
+        self._resolve = resolve
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore backend interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Resolve once, vet every address, then connect to the first vetted one that answers."""
+        addresses = await vetted_addresses(host, port, self._allowlist, self._resolve)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        """Unix sockets are never a destination for user-given URLs."""
+        raise UrlRefused("unix sockets may not be called")
+
+    async def sleep(self, seconds: float) -> None:
+        """Delegate to the default backend."""
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """An httpx transport whose connections go only to vetted addresses (DNS rebinding safe).
+
+    A refused destination raises :class:`UrlRefused` out of ``client.request``.
+    """
+
+    def __init__(
+        self,
+        allowlist: list[str],
+        *,
+        verify: Any = True,
+        limits: httpx.Limits = httpx.Limits(max_connections=20, max_keepalive_connections=5),
+        resolve: Resolver = system_resolve,
+    ) -> None:
+        super().__init__(verify=verify, limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedNetworkBackend(allowlist, resolve),
+        )
+
+
+def guarded_client(allowlist: list[str], **kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for user-given URLs: no environment proxies, vetted connections."""
+    return httpx.AsyncClient(trust_env=False, transport=GuardedTransport(allowlist), **kwargs)
