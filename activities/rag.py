@@ -133,20 +133,24 @@ class RagActivities(RunActivities):
         """Embed the batch's chunks that still lack a vector and store the vectors."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
         async with self._sessions() as session:
-            pending = await RagRepository.from_session(session).chunks_to_embed(
-                inp.tenant_id, inp.document_id, inp.first, inp.last
-            )
+            repo = RagRepository.from_session(session)
+            doc = await repo.document_by_id(inp.tenant_id, inp.document_id)
+            kb = await repo.get_kb(inp.tenant_id, doc.kb_id)
+            # The model the knowledge base is on (or moving to) now, not the one at upload time:
+            # a switch that completed meanwhile must not leave this document on the old model.
+            model = kb.pending_embedding_model or kb.embedding_model
+            pending = await repo.chunks_to_embed(inp.tenant_id, inp.document_id, inp.first, inp.last, model)
             todo = [(c.id, embedding_text(c.text, c.metadata_)) for c in pending]
         return EmbedBatchResult(
-            embedded=await embed_and_store(
-                self._sessions, self._registry, inp.tenant_id, inp.embedding_model, todo
-            )
+            embedded=await embed_and_store(self._sessions, self._registry, inp.tenant_id, model, todo)
         )
 
     @activity.defn(name="rag_finalize")
     async def rag_finalize(self, inp: FinalizeInput) -> FinalizeResult:
-        """Flip the document to ``ready`` once every chunk has a vector, or to ``failed`` (its
-        chunks removed) when ``error`` is given. The last write: search sees it only now."""
+        """Flip the document to ``ready`` once every chunk has a vector of the knowledge base's
+        model (current or pending), or to ``failed`` (its chunks removed) when ``error`` is given.
+        The last write: search sees it only now. Chunks embedded with a model the knowledge base
+        has since left are reported as ``stale`` and the document stays ``indexing``."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
         async with self._sessions() as session, session.begin():
             repo = RagRepository.from_session(session)
@@ -157,5 +161,13 @@ class RagActivities(RunActivities):
             total, embedded = await repo.chunk_counts(inp.tenant_id, inp.document_id)
             if total != inp.chunk_count or embedded != total:
                 raise ApplicationError(f"{embedded}/{total} chunks embedded, expected {inp.chunk_count}")
+            # Under the knowledge base's row lock, as ``rag_reembed_switch`` takes it: either the
+            # switch sees this document's chunks (and re-embeds them), or this sees the switch.
+            doc = await repo.document_by_id(inp.tenant_id, inp.document_id)
+            kb = await repo.lock_kb(inp.tenant_id, doc.kb_id)
+            models = {m for m in (kb.embedding_model, kb.pending_embedding_model) if m}
+            stale = await repo.count_stale(inp.tenant_id, inp.document_id, models)
+            if stale:
+                return FinalizeResult(status=DocumentStatus.indexing, chunk_count=total, stale=stale)
             await repo.set_status(inp.tenant_id, inp.document_id, DocumentStatus.ready, chunk_count=total)
         return FinalizeResult(status=DocumentStatus.ready, chunk_count=total)

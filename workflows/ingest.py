@@ -38,6 +38,9 @@ RETRY = RetryPolicy(
     non_retryable_error_types=["BadInput", "UnsupportedDocument"],
 )
 STEP_TIMEOUT = timedelta(minutes=5)
+# Runs recorded before this never saw a finalize answer "indexing" (stale vectors).
+STALE_VECTORS_PATCH = "ingest-stale-vectors"
+MAX_MODEL_ROUNDS = 3
 EMBED_HEARTBEAT = timedelta(seconds=10)
 WRITE_TIMEOUT = timedelta(seconds=30)
 
@@ -47,7 +50,8 @@ class IngestDocumentWorkflow:
     """Index one uploaded document of a knowledge base, exactly once.
 
     Events: ``run.started``, ``ingest.parsed``, ``ingest.chunked``, ``ingest.embedded`` per
-    batch, then ``run.completed`` (or ``run.failed`` / ``run.cancelled``).
+    batch (again after ``ingest.model_changed`` when the knowledge base switched embedding model
+    meanwhile), then ``run.completed`` (or ``run.failed`` / ``run.cancelled``).
     """
 
     def __init__(self) -> None:
@@ -95,29 +99,21 @@ class IngestDocumentWorkflow:
             )
             total = chunked.chunk_count
             await self._event(inp, "ingest.chunked", {"chunks": total})
-            for first in range(0, total, inp.embed_batch):
-                last = min(first + inp.embed_batch, total)
-                await workflow.execute_activity_method(
-                    RagActivities.rag_embed_batch,
-                    EmbedBatchInput(
-                        tenant_id=inp.tenant_id,
-                        workflow_id=wid,
-                        document_id=inp.document_id,
-                        embedding_model=inp.embedding_model,
-                        first=first,
-                        last=last,
-                    ),
-                    start_to_close_timeout=STEP_TIMEOUT,
-                    heartbeat_timeout=EMBED_HEARTBEAT,
-                    retry_policy=RETRY,
-                )
-                await self._event(inp, "ingest.embedded", {"done": last, "total": total})
-            final = await self._finalize(
-                inp,
-                FinalizeInput(
-                    tenant_id=inp.tenant_id, workflow_id=wid, document_id=inp.document_id, chunk_count=total
-                ),
+            await self._embed(inp, total)
+            fin = FinalizeInput(
+                tenant_id=inp.tenant_id, workflow_id=wid, document_id=inp.document_id, chunk_count=total
             )
+            final = await self._finalize(inp, fin)
+            # The knowledge base switched embedding model while this document was being embedded:
+            # finalize left it indexing; the batches re-embed its chunks with the current model.
+            rounds = 0
+            while final == DocumentStatus.indexing and workflow.patched(STALE_VECTORS_PATCH):
+                rounds += 1
+                if rounds > MAX_MODEL_ROUNDS:
+                    raise ApplicationError("the embedding model kept changing", type="IngestFailed")
+                await self._event(inp, "ingest.model_changed", {"round": rounds})
+                await self._embed(inp, total)
+                final = await self._finalize(inp, fin)
             result = IngestResult(document_id=inp.document_id, status=final, chunk_count=total)
             await self._finish(
                 inp, RunStatus.completed, EventType.completed, result.model_dump(), result.model_dump()
@@ -135,6 +131,26 @@ class IngestDocumentWorkflow:
             raise ApplicationError(
                 f"ingestion failed: {reason}", type="IngestFailed", non_retryable=True
             ) from exc
+
+    async def _embed(self, inp: IngestInput, total: int) -> None:
+        """Every batch of chunks (a batch embeds only chunks not yet on the knowledge base's model)."""
+        for first in range(0, total, inp.embed_batch):
+            last = min(first + inp.embed_batch, total)
+            await workflow.execute_activity_method(
+                RagActivities.rag_embed_batch,
+                EmbedBatchInput(
+                    tenant_id=inp.tenant_id,
+                    workflow_id=workflow.info().workflow_id,
+                    document_id=inp.document_id,
+                    embedding_model=inp.embedding_model,
+                    first=first,
+                    last=last,
+                ),
+                start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=EMBED_HEARTBEAT,
+                retry_policy=RETRY,
+            )
+            await self._event(inp, "ingest.embedded", {"done": last, "total": total})
 
     async def _finalize(self, inp: IngestInput, fin: FinalizeInput) -> str:
         done = await workflow.execute_activity_method(

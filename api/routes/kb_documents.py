@@ -9,19 +9,28 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from temporalio.client import Client
 
 from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
+from api.gateway.routes import provider_problem, request_id_of
+from api.gateway.service import candidates_for, require_chat_scope
+from api.gateway.service import chat as gateway_service_chat
 from api.pagination import CursorQuery, LimitQuery, encode_cursor
 from api.routes.knowledge_bases import (
     RUN_TIMEOUT,
     AnswerOut,
     AnswerRequest,
     DocumentOut,
+    NexusAnswer,
+    RerankOut,
+    RerankSpec,
     SearchHit,
     SearchRequest,
     TextDocument,
@@ -29,16 +38,22 @@ from api.routes.knowledge_bases import (
     _doc_out,
     _registry,
 )
+from api.routes.nexus import NexusRunRequest, start_nexus_run
+from api.routes.nexus_view import NexusRunOut
 from api.run_start import start_once
 from core.db.rag_models import KnowledgeBase
 from core.errors import ValidationFailed
 from core.governance.audit import append
 from core.identity import Permission, Principal
+from core.providers.cost import cost_usd
+from core.providers.errors import ProviderError
+from core.providers.types import ChatRequest, ChatResponse
 from core.rag import answer as answering
 from core.rag.contracts import RUN_KIND, WORKFLOW_NAME, DocumentStatus, IngestInput
 from core.rag.embed import embedder_for
 from core.rag.parse import check_upload, resolve_content_type
-from core.rag.search import Result, search
+from core.rag.rerank import ChatFn, model_rerank
+from core.rag.search import Rerank, Result, search
 from core.rag.settings import rag_settings
 from core.rag.store import RagRepository
 from core.rag.uploads import put_bytes
@@ -239,54 +254,139 @@ def _hit(r: Result) -> SearchHit:
     )
 
 
+def gateway_chat(state: AppState, principal: Principal, request_id: str) -> ChatFn:
+    """A chat function over the gateway's admitted path: the call is rate-limited, budgeted,
+    logged with its cost (one inference log row per ``request_id``) and tried once; provider
+    errors become problem+json (``upstream_<kind>``)."""
+    gw = state.gateway
+    if gw is None:
+        raise ValidationFailed("model calls are not available here")
+    require_chat_scope(principal)
+
+    async def call(req: ChatRequest) -> ChatResponse:
+        ctx = candidates_for(gw, principal, req.model, req)
+        ctx.request_id = request_id
+        try:
+            resp, _, _ = await gateway_service_chat(gw, ctx, req, use_cache=False, force_cache=False)
+        except ProviderError as err:
+            raise provider_problem(err) from None
+        return resp
+
+    return call
+
+
+def _cost(state: AppState) -> Callable[[ChatResponse], Decimal]:
+    def cost(resp: ChatResponse) -> Decimal:
+        catalog = state.gateway.catalog if state.gateway else None
+        return cost_usd(resp.usage, catalog.get(resp.model).prices) if catalog else Decimal(0)
+
+    return cost
+
+
 async def _search(
-    state: AppState, session: Any, principal: Principal, kb_id: str, body: SearchRequest
-) -> list[Result]:
+    state: AppState,
+    session: Any,
+    principal: Principal,
+    kb_id: str,
+    body: SearchRequest,
+    request_id: str = "",
+) -> tuple[list[Result], RerankOut | None]:
     repo = RagRepository.from_session(session)
     kb = await repo.get_kb(principal.tenant_id, kb_id)
     registry = _registry(state)
     pending = kb.pending_embedding_model
-    return await search(
+    spec = body.rerank if isinstance(body.rerank, RerankSpec) else RerankSpec(method=body.rerank)
+    by_model = spec.method is Rerank.model
+    chat = gateway_chat(state, principal, f"{request_id or uuid.uuid4().hex}:rerank") if by_model else None
+    results = await search(
         repo,
         embedder_for(kb.embedding_model, registry),
         tenant_id=principal.tenant_id,
         kb_id=kb.id,
         query=body.query,
-        top_k=body.top_k,
+        top_k=max(body.top_k, spec.top_n) if by_model else body.top_k,
         mode=body.mode,
         filters=body.filters,
         use_mmr=body.mmr,
-        rerank=body.rerank,
+        rerank=Rerank.local if spec.method is Rerank.local else Rerank.none,
         pending_embedder=embedder_for(pending, registry) if pending else None,
     )
+    if chat is None or spec.model is None:
+        return results, None
+    out = await model_rerank(chat, spec.model, body.query, results, spec.top_n, cost=_cost(state))
+    summary = RerankOut(
+        method=Rerank.model.value,
+        model=out.model,
+        applied=out.applied,
+        error=out.error,
+        input_tokens=out.usage.input_tokens,
+        output_tokens=out.usage.output_tokens,
+        cost_usd=out.cost_usd,
+    )
+    return out.results[: body.top_k], summary
 
 
 @router.post("/knowledge-bases/{kb_id}/search")
 async def search_kb(
-    kb_id: str, body: SearchRequest, session: SessionDep, principal: PrincipalDep, state: StateDep
+    kb_id: str,
+    body: SearchRequest,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
 ) -> dict[str, Any]:
-    """Hybrid (vector + full-text, RRF), vector-only or keyword-only search of ready documents."""
+    """Hybrid (vector + full-text, RRF), vector-only or keyword-only search of ready documents,
+    optionally reranked locally or by a provider model (then ``rerank`` says what it did)."""
     principal.require(Permission.runs_read)
-    results = await _search(state, session, principal, kb_id, body)
-    return {"data": [_hit(r).model_dump(mode="json") for r in results]}
+    results, reranked = await _search(state, session, principal, kb_id, body, request_id_of(request))
+    out: dict[str, Any] = {"data": [_hit(r).model_dump(mode="json") for r in results]}
+    if reranked is not None:
+        out["rerank"] = reranked.model_dump(mode="json")
+    return out
 
 
-@router.post("/knowledge-bases/{kb_id}/answer", response_model=AnswerOut)
+@router.post(
+    "/knowledge-bases/{kb_id}/answer",
+    response_model=AnswerOut,
+    responses={202: {"model": NexusRunOut, "description": "mode 'nexus': the started run"}},
+)
 async def answer_kb(
-    kb_id: str, body: AnswerRequest, session: SessionDep, principal: PrincipalDep, state: StateDep
-) -> AnswerOut:
-    """Answer from the knowledge base with citations, or say it is not found there."""
+    kb_id: str,
+    body: AnswerRequest,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+    temporal: TemporalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> AnswerOut | JSONResponse:
+    """Answer from the knowledge base with citations, or say it is not found there; or (mode
+    ``nexus``) start a NEXUS run grounded on it and answer 202 with the run (follow it at
+    ``/v1/nexus/runs/{id}``; the same ``Idempotency-Key`` returns the same run)."""
     principal.require(Permission.runs_write)
+    if body.mode == "nexus":
+        kb = await RagRepository.from_session(session).get_kb(principal.tenant_id, kb_id)
+        settings = body.nexus or NexusAnswer()
+        run = NexusRunRequest(
+            task=body.query, knowledge_base_ids=[str(kb.id)], **settings.model_dump(exclude_none=True)
+        )
+        out = await start_nexus_run(run, response, session, principal, state, temporal, idempotency_key)
+        headers = {k: v for k, v in response.headers.items() if k.lower() == "idempotent-replayed"}
+        return JSONResponse(out.model_dump(mode="json"), status_code=202, headers=headers)
+    assert body.model is not None  # the request schema requires it in mode "model"
     registry = _registry(state)
     if registry is None or not principal.allows_scope(f"models:{body.model}"):
         raise ValidationFailed("the model is not available to this key")
     registry.catalog.get(body.model)
     query = SearchRequest(query=body.query, top_k=body.top_k)
-    results = await _search(state, session, principal, kb_id, query)
+    results, _ = await _search(state, session, principal, kb_id, query)
     min_score = (
         body.min_score if body.min_score is not None else rag_settings(state.settings).answer_min_score
     )
-    out = await answering.answer(registry, body.model, body.query, results, min_score, body.max_tokens)
+    out_answer = await answering.answer(registry, body.model, body.query, results, min_score, body.max_tokens)
     return AnswerOut(
-        answer=out.text, found=out.found, model=out.model, citations=[_hit(r) for r in out.sources]
+        answer=out_answer.text,
+        found=out_answer.found,
+        model=out_answer.model,
+        citations=[_hit(r) for r in out_answer.sources],
     )

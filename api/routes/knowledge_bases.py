@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 
 from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
@@ -22,6 +23,7 @@ from core.db.rag_models import EMBEDDING_DIMS, KbDocument, KnowledgeBase
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.governance.audit import append
 from core.identity import Permission, Principal
+from core.orchestration.contracts import Strategy
 from core.providers.catalog import Capability
 from core.providers.registry import ProviderRegistry
 from core.rag.contracts import REEMBED_RUN_KIND, REEMBED_WORKFLOW_NAME, ReembedInput
@@ -95,6 +97,32 @@ class DocumentOut(BaseModel):
     created_at: dt.datetime
 
 
+class RerankSpec(StrictModel):
+    """The stage after fusion: ``none``, ``local`` or ``model`` (a provider model, listwise)."""
+
+    method: Rerank = Rerank.none
+    model: str | None = Field(None, description="Catalog chat model id (method 'model').")
+    top_n: int = Field(10, ge=2, le=50, description="Fused candidates the model reorders.")
+
+    @model_validator(mode="after")
+    def _model_needs_a_model(self) -> RerankSpec:
+        if (self.method is Rerank.model) != (self.model is not None):
+            raise ValueError("rerank method 'model' needs a model, and only it takes one")
+        return self
+
+
+class RerankOut(BaseModel):
+    """What a model rerank did: ``applied`` false when the reply held no ranking (fused order kept)."""
+
+    method: str
+    model: str
+    applied: bool
+    error: str | None = None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
 class SearchRequest(StrictModel):
     query: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(5, ge=1, le=50)
@@ -103,9 +131,16 @@ class SearchRequest(StrictModel):
         None, description="Document metadata equality."
     )
     mmr: bool = False
-    rerank: Rerank = Field(
-        Rerank.none, description="'local': re-score the fused candidates by query cosine + keyword score."
+    rerank: Rerank | RerankSpec = Field(
+        Rerank.none,
+        description="'local': re-score the fused candidates by query cosine + keyword score; "
+        "{method: 'model', model, top_n}: a catalog chat model reorders the first top_n candidates.",
     )
+
+    @field_validator("rerank")
+    @classmethod
+    def _rerank_spec(cls, value: Rerank | RerankSpec) -> RerankSpec:
+        return value if isinstance(value, RerankSpec) else RerankSpec(method=value)
 
 
 class SearchHit(BaseModel):
@@ -121,12 +156,41 @@ class SearchHit(BaseModel):
     metadata: dict[str, Any]
 
 
+class NexusAnswer(StrictModel):
+    """How a NEXUS run answers (``mode: "nexus"``); see ``POST /v1/nexus/runs`` for each field."""
+
+    strategy: Strategy = Strategy.adaptive
+    models: list[str] | None = Field(None, min_length=1, max_length=9)
+    skip_planning: bool = Field(
+        True, description="One grounded subtask (default), or let the planner split it."
+    )
+    planner_model: str | None = None
+    synthesizer_model: str | None = None
+    judge_model: str | None = None
+    budget_usd: Decimal = Field(Decimal("1.00"), gt=0, le=Decimal(1000))
+    confidence_target: float = Field(0.8, gt=0, le=1)
+    max_tokens: int = Field(512, gt=0, le=8192)
+
+
 class AnswerRequest(StrictModel):
-    model: str
+    """``mode: "model"`` answers now with one model; ``mode: "nexus"`` starts a NEXUS run grounded
+    on this knowledge base (202 with the run; its answer cites ``[K:<chunk id>]``)."""
+
+    mode: Literal["model", "nexus"] = "model"
+    model: str | None = Field(None, description="The answering model (mode 'model').")
+    nexus: NexusAnswer | None = Field(None, description="The run's settings (mode 'nexus').")
     query: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(5, ge=1, le=20)
     min_score: float | None = Field(None, ge=-1, le=1)
     max_tokens: int = Field(512, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> AnswerRequest:
+        if self.mode == "model" and (self.model is None or self.nexus is not None):
+            raise ValueError("mode 'model' needs a model (and no nexus settings)")
+        if self.mode == "nexus" and self.model is not None:
+            raise ValueError("mode 'nexus' takes its models in 'nexus'")
+        return self
 
 
 class AnswerOut(BaseModel):

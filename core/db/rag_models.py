@@ -30,6 +30,10 @@ from core.db.models import Base, new_id
 
 Timestamp = DateTime(timezone=True)
 EMBEDDING_DIMS = 384
+# HNSW build parameters (migration 0009; pgvector's defaults are m=16, ef_construction=64).
+# Chosen in bench/knowledge.py: see bench/RESULTS.md, "Knowledge bases".
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
 
 
 class KnowledgeBase(Base):
@@ -91,6 +95,7 @@ class KbChunk(Base):
             "embedding",
             postgresql_using="hnsw",
             postgresql_ops={"embedding": "vector_cosine_ops"},
+            postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
         ),
         Index("ix_kb_chunks_tsv", "tsv", postgresql_using="gin"),
     )

@@ -99,7 +99,12 @@ class ChunkResult(BaseModel):
 
 
 class EmbedBatchInput(BaseModel):
-    """Input of ``rag_embed_batch``: embed chunks ``first`` ≤ index < ``last`` still without a vector."""
+    """Input of ``rag_embed_batch``: embed chunks ``first`` ≤ index < ``last`` still without a
+    vector of the knowledge base's model.
+
+    The model is read from the knowledge base when the batch runs (its pending model while a
+    switch is under way), not taken from ``embedding_model``: that is the model at upload time,
+    kept for histories."""
 
     tenant_id: str
     workflow_id: str
@@ -126,10 +131,15 @@ class FinalizeInput(BaseModel):
 
 
 class FinalizeResult(BaseModel):
-    """The document's final status and chunk count."""
+    """The document's final status and chunk count.
+
+    ``status`` stays ``indexing`` (with ``stale`` chunks) when the knowledge base switched
+    embedding model after those chunks were embedded: the workflow re-runs its batches (which
+    re-embed them with the current model) and finalizes again."""
 
     status: str
     chunk_count: int
+    stale: int = 0
 
 
 REEMBED_WORKFLOW_NAME = "ReembedKnowledgeBase"

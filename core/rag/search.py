@@ -48,6 +48,7 @@ class Rerank(StrEnum):
 
     none = "none"
     local = "local"
+    model = "model"  # a provider model reorders the candidates: core.rag.rerank, run by the caller
 
 
 @dataclass

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +45,13 @@ class Hit:
 
 
 INSERT_BATCH = 2_000
+# Measured in bench/knowledge.py (see bench/RESULTS.md, "Knowledge bases"): with the index built
+# at m=32, ef_construction=200 (core/db/rag_models.py, migration 0009), ef_search 100 gives
+# recall@10 0.96 at 100k chunks. relaxed_order had the same recall as strict_order, filtered
+# queries included, at a lower p95 with filters; the rows are re-sorted here.
 HNSW_EF_SEARCH = 100
+HNSW_ITERATIVE_SCAN = "relaxed_order"
+ITERATIVE_SCANS = ("strict_order", "relaxed_order")
 
 
 class RagRepository:
@@ -248,8 +254,14 @@ class RagRepository:
             inserted += int(result.rowcount or 0)  # type: ignore[attr-defined]
         return inserted
 
-    async def chunks_to_embed(self, tenant_id: str, document_id: str, first: int, last: int) -> list[KbChunk]:
-        """Chunks ``first`` ≤ index < ``last`` that have no vector yet."""
+    async def chunks_to_embed(
+        self, tenant_id: str, document_id: str, first: int, last: int, model: str | None = None
+    ) -> list[KbChunk]:
+        """Chunks ``first`` ≤ index < ``last`` that have no vector yet (or, with ``model``, whose
+        vector another model computed)."""
+        missing: ColumnElement[bool] = KbChunk.embedding.is_(None)
+        if model is not None:
+            missing = or_(missing, KbChunk.embedding_model.is_distinct_from(model))
         stmt = (
             select(KbChunk)
             .where(
@@ -257,11 +269,23 @@ class RagRepository:
                 KbChunk.document_id == _uuid(document_id, "document"),
                 KbChunk.chunk_index >= first,
                 KbChunk.chunk_index < last,
-                KbChunk.embedding.is_(None),
+                missing,
             )
             .order_by(KbChunk.chunk_index)
         )
         return list((await self.session.scalars(stmt)).all())
+
+    async def count_stale(self, tenant_id: str, document_id: str, models: set[str]) -> int:
+        """Embedded chunks of a document whose vector none of ``models`` computed."""
+        found = await self.session.scalar(
+            select(func.count()).where(
+                KbChunk.tenant_id == tenant_id,
+                KbChunk.document_id == _uuid(document_id, "document"),
+                KbChunk.embedding.is_not(None),
+                or_(KbChunk.embedding_model.is_(None), KbChunk.embedding_model.not_in(sorted(models))),
+            )
+        )
+        return int(found or 0)
 
     async def set_embeddings(self, tenant_id: str, model: str, vectors: dict[int, list[float]]) -> None:
         """Write the vector of each chunk id (a retry writes the same values again)."""
@@ -378,14 +402,17 @@ class RagRepository:
         filters: dict[str, Any] | None = None,
         model: str | None = None,
         ef_search: int = HNSW_EF_SEARCH,
+        iterative_scan: str = HNSW_ITERATIVE_SCAN,
     ) -> list[Hit]:
         """Nearest chunks by cosine distance (HNSW, iterative scan so filters keep ``limit`` rows).
 
         With ``model``, only chunks whose vector that model computed are compared (a query vector
-        of one model is meaningless against another model's vectors)."""
-        await self.session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-        # pgvector's default ef_search (40) gave recall@10 0.78 at 100k chunks in bench/knowledge.py;
-        # 100 gave 0.89 for +4 ms p95. An int, so formatting it into SET (which takes no binds) is safe.
+        of one model is meaningless against another model's vectors). Hits come best first
+        (``relaxed_order`` scans may return rows slightly out of order: they are re-sorted)."""
+        if iterative_scan not in ITERATIVE_SCANS:
+            raise ValueError(f"unknown hnsw.iterative_scan {iterative_scan!r}")
+        # SET takes no bind parameters: the mode is one of ITERATIVE_SCANS, ef_search an int.
+        await self.session.execute(text(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}"))
         await self.session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
         distance = KbChunk.embedding.cosine_distance(query)
         stmt = (
@@ -397,7 +424,10 @@ class RagRepository:
         )
         if model is not None:
             stmt = stmt.where(KbChunk.embedding_model == model)
-        return self._hits((await self.session.execute(stmt)).all())
+        hits = self._hits((await self.session.execute(stmt)).all())
+        if iterative_scan != "strict_order":
+            hits.sort(key=lambda h: (-h.score, h.chunk_id))
+        return hits
 
     async def keyword_search(
         self,
