@@ -22,18 +22,30 @@ from temporalio.exceptions import ApplicationError
 from activities.llm import LlmActivities, bad_input, heartbeating
 from activities.runs import require_own_workflow
 from core import events
-from core.approvals.notify import Notifier, NotifyConfigError, notification_settings
 from core.config import Settings
 from core.contracts import RunStatus
 from core.errors import NexusError
+from core.notify import ChannelNotifier, NotifyConfigError, notification_settings
 from core.payloads import PayloadStore
 from core.providers import Capability, ChatRequest, Message, cost_usd
 from core.providers.types import ResponseFormat
 from core.providers.types import Usage as ProviderUsage
+from core.rag.answer import SYSTEM as KB_SYSTEM
+from core.rag.settings import rag_settings
+from core.rag.store import RagRepository
 from core.runs import RunRepository
-from evals.contracts import Embed, LlmCall, LlmReply
+from evals.contracts import Embed, LlmCall, LlmReply, TargetOutput
 from evals.repository import DatasetRepository, EvalRunRepository
-from evals.runner import CaseEvaluator, TargetFailed, aggregate, regression, send_alert, summary_of
+from evals.runner import (
+    CaseEvaluator,
+    KbCall,
+    TargetFailed,
+    aggregate,
+    answer_from_kb,
+    regression,
+    send_alert,
+    summary_of,
+)
 from evals.targets import (
     RUN_KIND,
     AggregateInput,
@@ -44,6 +56,7 @@ from evals.targets import (
     EvalRunInput,
     EvaluateBatchInput,
     FinishEvalInput,
+    KnowledgeBaseTarget,
     ModelTarget,
     NexusTarget,
     PrepareInput,
@@ -84,7 +97,7 @@ class EvalActivities:
         self.llm = llm
         self.settings = settings
         self.store = PayloadStore()
-        self.notifier = Notifier(notification_settings(settings))
+        self.notifier = ChannelNotifier(notification_settings(settings))
 
     # --- model access bound to the billed-once path -------------------------------------------
 
@@ -165,6 +178,37 @@ class EvalActivities:
 
         return call
 
+    def _kb_call(self, run: EvalRunInput, workflow_id: str) -> KbCall | None:
+        target = run.target
+        if not isinstance(target, KnowledgeBaseTarget):
+            return None
+        chat = self._target_call(run.tenant_id, workflow_id)
+
+        async def embed(key: str, model: str, texts: list[str]) -> tuple[list[list[float]], float]:
+            try:
+                res = await self.llm.billed_embed(
+                    tenant_id=run.tenant_id, workflow_id=workflow_id, call_key=key, model=model, texts=texts
+                )
+            except ApplicationError as err:
+                if err.non_retryable:
+                    raise TargetFailed(err.message) from err
+                raise
+            return res.embeddings, float(res.cost_usd)
+
+        async def call(key: str, question: str) -> TargetOutput:
+            return await answer_from_kb(
+                self.sessions,
+                run.tenant_id,
+                target,
+                question,
+                key,
+                chat=chat,
+                embed=embed,
+                min_score=rag_settings(self.settings).answer_min_score,
+            )
+
+        return call
+
     def evaluator(self, workflow_id: str, run: EvalRunInput) -> CaseEvaluator:
         """A case evaluator of one run whose model calls are billed once."""
         embedding = run.embedding_model or self.settings.evals.embedding_model
@@ -177,6 +221,7 @@ class EvalActivities:
             embed=self._embed(run.tenant_id, workflow_id, embedding),
             target_call=self._target_call(run.tenant_id, workflow_id),
             judge_model=run.judge_model or self.settings.evals.judge_model,
+            kb_call=self._kb_call(run, workflow_id),
         )
 
     # --- activities --------------------------------------------------------------------------
@@ -192,6 +237,13 @@ class EvalActivities:
                 await datasets.version(run.tenant_id, run.dataset_id, run.dataset_version)
             except NexusError as exc:
                 raise bad_input(exc.detail) from exc
+            if isinstance(run.target, KnowledgeBaseTarget):
+                try:
+                    await RagRepository.from_session(session).get_kb(
+                        run.tenant_id, run.target.knowledge_base_id
+                    )
+                except NexusError as exc:
+                    raise bad_input(exc.detail) from exc
             ids = await datasets.case_ids(run.tenant_id, run.dataset_id, run.dataset_version)
             chars = await datasets.mean_input_chars(run.tenant_id, run.dataset_id, run.dataset_version)
             await EvalRunRepository.from_session(session).record(
@@ -215,13 +267,17 @@ class EvalActivities:
         target = run.target
         if isinstance(target, NexusTarget):
             return float(target.budget_usd)
-        if not isinstance(target, ModelTarget):
+        if not isinstance(target, ModelTarget | KnowledgeBaseTarget):
             return 0.0
         try:
             entry = self.llm.catalog.get(target.model)
         except NexusError:
             return 0.0
-        prompt_chars = mean_input_chars + len(target.prompt_template) + len(target.system_prompt or "")
+        if isinstance(target, KnowledgeBaseTarget):  # the question plus top_k full chunks
+            chunk_chars = 4 * rag_settings(self.settings).chunk_tokens
+            prompt_chars = mean_input_chars + len(KB_SYSTEM) + target.top_k * chunk_chars
+        else:
+            prompt_chars = mean_input_chars + len(target.prompt_template) + len(target.system_prompt or "")
         usage = ProviderUsage(
             input_tokens=int(prompt_chars / 4) + 16,
             output_tokens=target.max_tokens or self.settings.providers.default_completion_tokens,
@@ -230,7 +286,8 @@ class EvalActivities:
 
     @activity.defn(name="eval_evaluate_cases")
     async def eval_evaluate_cases(self, inp: EvaluateBatchInput) -> BatchResult:
-        """Evaluate a batch of cases against a model target; finished cases are returned as stored."""
+        """Evaluate a batch of cases against a model or knowledge-base target; finished cases are
+        returned as stored."""
         require_own_workflow(inp.workflow_id, inp.run.tenant_id)
         evaluator = self.evaluator(inp.workflow_id, inp.run)
         async with heartbeating():

@@ -345,6 +345,19 @@ class EvalRunRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
+    async def insert_results(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert case results in one statement, each (run, case) once; the case ids written
+        (a row that existed is left as it was and its case id is not returned)."""
+        if not rows:
+            return set()
+        stmt = (
+            insert(EvalCaseResult)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["run_id", "case_id"])
+            .returning(EvalCaseResult.case_id)
+        )
+        return set((await self.session.execute(stmt)).scalars())
+
     async def all_results(self, tenant_id: str, run_id: str) -> list[EvalCaseResult]:
         """Every result of a run, in dataset order."""
         rows = await self.session.execute(

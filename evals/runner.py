@@ -12,26 +12,33 @@ worker was killed) pays only for the cases that had not finished.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
-import httpx
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.approvals.notify import DELIVERY_HEADER, SIGNATURE_HEADER, Notifier, check_destination, sign
 from core.db.eval_models import EvalCaseResult
+from core.errors import NexusError
+from core.notify import ChannelNotifier
 from core.payloads import PayloadStore, preview
+from core.providers.types import ChatRequest, ChatResponse
 from evals.contracts import Embed, EvalCase, LlmCall, MetricContext, MetricScore, TargetOutput
 from evals.repository import DatasetRepository, EvalRunRepository
 from evals.stats import bootstrap_ci, mcnemar, paired_test, regression_verdict
-from evals.targets import AlertInput, CaseOutput, CaseSummary, EvalRunInput, ModelTarget, render_prompt
+from evals.targets import (
+    AlertInput,
+    CaseOutput,
+    CaseSummary,
+    EvalRunInput,
+    KnowledgeBaseTarget,
+    ModelTarget,
+    render_prompt,
+)
 
 LlmFactory = Callable[[str], LlmCall]  # call key prefix -> LlmCall
 EmbedFactory = Callable[[str], Embed]
@@ -39,6 +46,8 @@ EmbedFactory = Callable[[str], Embed]
 TargetCall = Callable[
     [str, str, list[dict[str, str]], float, int | None], Awaitable[tuple[str, float, float, str | None]]
 ]
+# (call key, question) -> the knowledge-base target's output (answer, retrieved contexts, cost)
+KbCall = Callable[[str, str], Awaitable[TargetOutput]]
 PREVIEW = 300
 
 
@@ -77,6 +86,7 @@ class CaseEvaluator:
     embed: EmbedFactory | None
     target_call: TargetCall | None
     judge_model: str | None
+    kb_call: KbCall | None = None
 
     async def done(self, case_ids: list[str]) -> dict[str, EvalCaseResult]:
         async with self.sessions() as session:
@@ -97,15 +107,25 @@ class CaseEvaluator:
         cases = await self.load(pending) if pending else {}
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(case_id: str) -> CaseSummary:
-            if case_id in done:
-                return summary_of(done[case_id], self.run.primary(), reused=True)
+        async def one(case_id: str) -> Scored:
             position, case = cases[case_id]
             async with gate:
-                output, output_id = await self.call_model(case)
-                return await self.score_and_store(position, case, output, output_id)
+                output, output_id = await self.call_target(case)
+                return await self.score(position, case, output, output_id)
 
-        return list(await asyncio.gather(*(one(c) for c in case_ids)))
+        scored = await asyncio.gather(*(one(c) for c in pending))
+        return self._in_order(case_ids, done, await self.store_results(list(scored)))
+
+    def _in_order(
+        self, case_ids: list[str], done: dict[str, EvalCaseResult], fresh: list[CaseSummary]
+    ) -> list[CaseSummary]:
+        by_id = {c.case_id: c for c in fresh}
+        primary = self.run.primary()
+        return [
+            summary_of(done[c], primary, reused=True) if c in done else by_id[c]
+            for c in case_ids
+            if c in done or c in by_id
+        ]
 
     async def score_outputs(self, outputs: list[CaseOutput], concurrency: int) -> list[CaseSummary]:
         """Score outputs produced elsewhere (child-workflow targets) and store them once."""
@@ -114,18 +134,17 @@ class CaseEvaluator:
         cases = await self.load([i for i in ids if i not in done])
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(out: CaseOutput) -> CaseSummary:
-            if out.case_id in done:
-                return summary_of(done[out.case_id], self.run.primary(), reused=True)
+        async def one(out: CaseOutput) -> Scored:
             position, case = cases[out.case_id]
             text, error = out.text, out.error
             if out.ref is not None and error is None:
                 text, error = await self.resolve(out)
             output = TargetOutput(text=text, latency_ms=out.latency_ms, cost_usd=out.cost_usd, error=error)
             async with gate:
-                return await self.score_and_store(position, case, output, None)
+                return await self.score(position, case, output, None)
 
-        return list(await asyncio.gather(*(one(o) for o in outputs)))
+        scored = await asyncio.gather(*(one(o) for o in outputs if o.case_id not in done))
+        return self._in_order(ids, done, await self.store_results(list(scored)))
 
     async def resolve(self, out: CaseOutput) -> tuple[str, str | None]:
         """The text behind a child workflow's output claim-check (``pick`` selects a JSON key)."""
@@ -141,6 +160,26 @@ class CaseEvaluator:
         if value is None:
             return "", f"output {out.pick!r} is missing"
         return (value if isinstance(value, str) else json.dumps(value, sort_keys=True)), None
+
+    async def call_target(self, case: EvalCase) -> tuple[TargetOutput, str | None]:
+        """The output of an in-activity target (model or knowledge base) for one case."""
+        if isinstance(self.run.target, KnowledgeBaseTarget):
+            return await self.call_kb(case), None
+        return await self.call_model(case)
+
+    async def call_kb(self, case: EvalCase) -> TargetOutput:
+        """The knowledge-base target's answer and retrieved contexts (errors become ``error``)."""
+        target = self.run.target
+        assert isinstance(target, KnowledgeBaseTarget)
+        assert self.kb_call is not None
+        try:
+            question = render_prompt(target.prompt_template, case)
+        except ValueError as exc:
+            return TargetOutput(text="", error=str(exc))
+        try:
+            return await self.kb_call(f"{self.run_id}:case:{case.id}:target", question)
+        except TargetFailed as exc:
+            return TargetOutput(text="", error=str(exc))
 
     async def call_model(self, case: EvalCase) -> tuple[TargetOutput, str | None]:
         """The model target's answer to one case (a template or provider error becomes ``error``)."""
@@ -169,6 +208,12 @@ class CaseEvaluator:
         self, position: int, case: EvalCase, output: TargetOutput, output_id: str | None
     ) -> CaseSummary:
         """Score one case and insert its result row once (a concurrent twin's row wins)."""
+        return (await self.store_results([await self.score(position, case, output, output_id)]))[0]
+
+    async def score(
+        self, position: int, case: EvalCase, output: TargetOutput, output_id: str | None
+    ) -> Scored:
+        """The metric scores of one case's output (judge / embedding calls billed once)."""
         from evals.metrics import score_all
 
         prefix = f"{self.run_id}:case:{case.id}:metric"
@@ -184,43 +229,191 @@ class CaseEvaluator:
             ]
         else:
             scores = list(await score_all(self.run.metrics, case, output, ctx))
-        primary = primary_score(scores, self.run.primary())
-        cost = output.cost_usd + sum(s.cost_usd for s in scores)
-        tenant = self.run.tenant_id
+        return Scored(position, case, output, output_id, scores)
+
+    async def store_results(self, scored: list[Scored]) -> list[CaseSummary]:
+        """Insert the scored cases' result rows in one transaction, each once: a case whose row
+        a concurrent twin wrote first is returned as stored (``reused``)."""
+        if not scored:
+            return []
+        tenant, primary_name = self.run.tenant_id, self.run.primary()
+        rows: list[dict[str, Any]] = []
         async with self.sessions() as session, session.begin():
-            if output_id is None and output.text:
-                ref = await self.store.put(
-                    session, tenant, output.text, idempotency_key=f"{self.run_id}:case:{case.id}:output"
+            for item in scored:
+                output_id = item.output_id
+                if output_id is None and item.output.text:
+                    ref = await self.store.put(
+                        session,
+                        tenant,
+                        item.output.text,
+                        idempotency_key=f"{self.run_id}:case:{item.case.id}:output",
+                    )
+                    output_id = ref.id
+                primary = primary_score(item.scores, primary_name)
+                rows.append(
+                    {
+                        "tenant_id": tenant,
+                        "run_id": self.run_id,
+                        "case_id": item.case.id,
+                        "position": item.position,
+                        "scores": [s.model_dump(mode="json") for s in item.scores],
+                        "primary_value": primary.value if primary else None,
+                        "passed": primary.passed if primary else None,
+                        "output_id": output_id,
+                        "output_preview": preview(item.output.text, PREVIEW),
+                        "error": item.output.error,
+                        "latency_ms": item.output.latency_ms,
+                        "cost_usd": Decimal(str(round(item.cost_usd, 8))),
+                    }
                 )
-                output_id = ref.id
             repo = EvalRunRepository.from_session(session)
-            inserted = await repo.insert_result(
-                {
-                    "tenant_id": tenant,
-                    "run_id": self.run_id,
-                    "case_id": case.id,
-                    "position": position,
-                    "scores": [s.model_dump(mode="json") for s in scores],
-                    "primary_value": primary.value if primary else None,
-                    "passed": primary.passed if primary else None,
-                    "output_id": output_id,
-                    "output_preview": preview(output.text, PREVIEW),
-                    "error": output.error,
-                    "latency_ms": output.latency_ms,
-                    "cost_usd": Decimal(str(round(cost, 8))),
-                }
+            inserted = await repo.insert_results(rows)
+            lost = [item.case.id for item in scored if item.case.id not in inserted]
+            twins = await repo.results_for(tenant, self.run_id, lost) if lost else {}
+        out: list[CaseSummary] = []
+        for item in scored:
+            if item.case.id in twins:
+                out.append(summary_of(twins[item.case.id], primary_name, reused=True))
+                continue
+            primary = primary_score(item.scores, primary_name)
+            out.append(
+                CaseSummary(
+                    case_id=item.case.id,
+                    values={s.name: s.value for s in item.scores},
+                    passed=primary.passed if primary else None,
+                    cost_usd=item.cost_usd,
+                    latency_ms=item.output.latency_ms,
+                    error=item.output.error,
+                )
             )
-            if not inserted:
-                row = (await repo.results_for(tenant, self.run_id, [case.id]))[case.id]
-                return summary_of(row, self.run.primary(), reused=True)
-        return CaseSummary(
-            case_id=case.id,
-            values={s.name: s.value for s in scores},
-            passed=primary.passed if primary else None,
-            cost_usd=cost,
-            latency_ms=output.latency_ms,
-            error=output.error,
+        return out
+
+
+@dataclass
+class Scored:
+    """One case scored, not stored yet."""
+
+    position: int
+    case: EvalCase
+    output: TargetOutput
+    output_id: str | None
+    scores: list[MetricScore]
+
+    @property
+    def cost_usd(self) -> float:
+        """The target's cost plus the metrics' (judge, embedding) costs."""
+        return self.output.cost_usd + sum(s.cost_usd for s in self.scores)
+
+
+# --- the knowledge-base target ----------------------------------------------------------------
+
+# (call key, model, texts) -> (vectors, cost in USD), billed once under the call key
+EmbedCall = Callable[[str, str, list[str]], Awaitable[tuple[list[list[float]], float]]]
+
+
+class BilledEmbedder:
+    """A provider embedding model for retrieval (``core.rag.embed.Embedder``), billed once per
+    call key and normalised like :class:`core.rag.embed.ProviderEmbedder`."""
+
+    def __init__(self, call: EmbedCall, model: str, key: str) -> None:
+        self.model = model
+        self._call = call
+        self._key = key
+        self.cost_usd = 0.0
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One normalised vector per text."""
+        from core.db.rag_models import EMBEDDING_DIMS
+        from core.rag.embed import l2_normalise
+
+        vectors, cost = await self._call(f"{self._key}:embed:{self.model}", self.model, texts)
+        self.cost_usd += cost
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != EMBEDDING_DIMS:
+            raise TargetFailed(f"embedding model {self.model!r} does not return {EMBEDDING_DIMS} dimensions")
+        return [row.tolist() for row in l2_normalise(matrix)]
+
+
+class BilledChat:
+    """What :func:`core.rag.answer.answer` uses of a provider registry (``chat``), through the
+    billed-once target path under one call key."""
+
+    def __init__(self, call: TargetCall, key: str) -> None:
+        self._call = call
+        self._key = key
+        self.cost_usd = 0.0
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """One billed completion as a provider response."""
+        messages = [{"role": str(m.role), "content": m.text()} for m in request.messages]
+        text, cost, latency, _ = await self._call(
+            self._key, request.model, messages, request.temperature or 0.0, request.max_tokens
         )
+        self.cost_usd += cost
+        return ChatResponse(id="", model=request.model, provider="", content=text, latency_ms=latency)
+
+
+async def answer_from_kb(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: str,
+    target: KnowledgeBaseTarget,
+    question: str,
+    key: str,
+    *,
+    chat: TargetCall,
+    embed: EmbedCall,
+    min_score: float,
+) -> TargetOutput:
+    """Answer ``question`` from the tenant's knowledge base as ``POST /v1/knowledge-bases/{id}/answer``
+    (mode ``model``) does — :func:`core.rag.search.search` (hybrid), then
+    :func:`core.rag.answer.answer` — with every model call billed once under ``key``.
+
+    ``contexts`` are the retrieved chunks in rank order (what the RAGAS metrics judge); a
+    knowledge base that no longer exists is the case's error."""
+    from core.providers.registry import ProviderRegistry
+    from core.rag.answer import answer
+    from core.rag.embed import Embedder, shared_local_embedder
+    from core.rag.search import search
+    from core.rag.settings import LOCAL_MODEL
+    from core.rag.store import RagRepository
+
+    started = time.perf_counter()
+    billed: list[BilledEmbedder] = []
+
+    def embedder(model: str) -> Embedder:
+        if model == LOCAL_MODEL:
+            return shared_local_embedder()
+        billed.append(BilledEmbedder(embed, model, key))
+        return billed[-1]
+
+    async with sessions() as session:
+        repo = RagRepository.from_session(session)
+        try:
+            kb = await repo.get_kb(tenant_id, target.knowledge_base_id)
+        except NexusError as exc:
+            raise TargetFailed(exc.detail) from exc
+        pending = kb.pending_embedding_model
+        results = await search(
+            repo,
+            embedder(kb.embedding_model),
+            tenant_id=tenant_id,
+            kb_id=kb.id,
+            query=question,
+            top_k=target.top_k,
+            pending_embedder=embedder(pending) if pending else None,
+        )
+    model = BilledChat(chat, key)
+    threshold = min_score if target.min_score is None else target.min_score
+    # core.rag.answer.answer only calls ``registry.chat``: the billed adapter stands in for it.
+    out = await answer(
+        cast(ProviderRegistry, model), target.model, question, results, threshold, target.max_tokens
+    )
+    return TargetOutput(
+        text=out.text,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        cost_usd=model.cost_usd + sum(e.cost_usd for e in billed),
+        contexts=[r.hit.text for r in results],
+    )
 
 
 # --- aggregates, regression, comparison ------------------------------------------------------
@@ -342,7 +535,7 @@ def compare(
     return out
 
 
-# --- regression alerts through the approvals' notification channels ---------------------------
+# --- regression alerts through the operator's notification channels (core.notify) ---------------------------
 
 
 def alert_text(inp: AlertInput) -> str:
@@ -354,59 +547,25 @@ def alert_text(inp: AlertInput) -> str:
     )
 
 
-async def send_alert(notifier: Notifier, inp: AlertInput) -> None:
+async def send_alert(notifier: ChannelNotifier, inp: AlertInput) -> None:
     """Deliver a regression alert through an operator-configured channel (one attempt).
 
-    Uses the approvals' channels, destination (SSRF) check and webhook signature; receivers
-    deduplicate on ``X-Nexus-Delivery`` (replay-stable ``delivery_id``).
+    The approvals' channels and delivery path (:meth:`core.notify.ChannelNotifier.send_event`:
+    SSRF check, webhook signature, Slack-compatible text, SMTP); receivers deduplicate on
+    ``X-Nexus-Delivery`` (replay-stable ``delivery_id``).
     """
-    channel = notifier.channel(inp.channel)
-    if channel.kind == "email":
-        await _email(notifier, channel.to, channel.timeout_s, inp)
-        return
-    assert channel.url is not None
-    await check_destination(channel.url, channel.allow_private)
-    payload: dict[str, Any]
-    if channel.kind == "slack":
-        payload = {"text": alert_text(inp)}
-    else:
-        payload = {
-            "id": inp.delivery_id,
-            "type": "eval.regressed",
+    text = alert_text(inp)
+    await notifier.send_event(
+        inp.channel,
+        "eval.regressed",
+        {
             "tenant_id": inp.tenant_id,
             "run_id": inp.workflow_id,
             "baseline_run_id": inp.baseline_run_id,
             "dataset": {"id": inp.dataset_id, "version": inp.dataset_version},
             "regression": inp.regression,
-        }
-    body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    headers = {"Content-Type": "application/json", DELIVERY_HEADER: inp.delivery_id}
-    if channel.kind == "webhook" and channel.secret is not None:
-        headers[SIGNATURE_HEADER] = sign(channel.secret.get_secret_value(), int(time.time()), body)
-    async with httpx.AsyncClient(trust_env=False, timeout=channel.timeout_s) as http:
-        response = await http.post(channel.url, content=body, headers=headers)
-    if response.status_code >= 300:
-        raise ConnectionError(f"notification endpoint answered HTTP {response.status_code}")
-
-
-async def _email(notifier: Notifier, to: list[str], timeout_s: float, inp: AlertInput) -> None:
-    import aiosmtplib
-
-    smtp = notifier.config.smtp
-    message = EmailMessage()
-    message["From"] = smtp.from_addr
-    message["To"] = ", ".join(to)
-    message["Subject"] = alert_text(inp)[:200]
-    domain = smtp.from_addr.rsplit("@", 1)[-1] or "localhost"
-    message["Message-ID"] = f"<{hashlib.sha256(inp.delivery_id.encode()).hexdigest()[:32]}@{domain}>"
-    message.set_content(alert_text(inp) + "\n\n" + json.dumps(inp.regression, indent=2, default=str) + "\n")
-    await aiosmtplib.send(
-        message,
-        hostname=smtp.host,
-        port=smtp.port,
-        username=smtp.username,
-        password=smtp.password.get_secret_value() if smtp.password else None,
-        use_tls=smtp.use_tls,
-        start_tls=smtp.start_tls,
-        timeout=timeout_s,
+        },
+        text,
+        delivery_id=inp.delivery_id,
+        email_text=text + "\n\n" + json.dumps(inp.regression, indent=2, default=str) + "\n",
     )

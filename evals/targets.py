@@ -11,6 +11,10 @@ Targets:
 * ``pipeline`` — a pinned pipeline version run as a child ``Pipeline`` workflow per case, the
   case input given as the pipeline input ``input_name``.
 * ``nexus`` — a NEXUS configuration run as a child ``Orchestration`` workflow per case.
+* ``knowledge_base`` — a knowledge base answering with one model, as
+  ``POST /v1/knowledge-bases/{id}/answer`` (mode ``model``) does: hybrid retrieval, then the
+  grounded answer (or "not found"); the retrieved chunks are the case's contexts, so the RAGAS
+  metrics judge the real retrieval. Runs in the batch activities like ``model``.
 """
 
 from __future__ import annotations
@@ -110,7 +114,29 @@ class NexusTarget(BaseModel):
     prompt_template: str = Field("{{ input }}", max_length=MAX_TEMPLATE_CHARS)
 
 
-Target = Annotated[ModelTarget | PipelineTarget | NexusTarget, Field(discriminator="kind")]
+class KnowledgeBaseTarget(BaseModel):
+    """A knowledge base answering with one model (``POST /v1/knowledge-bases/{id}/answer``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["knowledge_base"] = "knowledge_base"
+    knowledge_base_id: str = Field(min_length=1, max_length=64, description="The tenant's knowledge base.")
+    model: str = Field(min_length=1, max_length=200, description="The answering catalog model.")
+    prompt_template: str = Field(
+        "{{ input }}",
+        max_length=MAX_TEMPLATE_CHARS,
+        description="The question asked, rendered over the case.",
+    )
+    top_k: int = Field(5, ge=1, le=20, description="Chunks retrieved (hybrid search); the case's contexts.")
+    min_score: float | None = Field(
+        None, ge=-1, le=1, description="Not-found threshold (default NEXUS_RAG__ANSWER_MIN_SCORE)."
+    )
+    max_tokens: int = Field(512, ge=1, le=4096)
+
+
+Target = Annotated[
+    ModelTarget | PipelineTarget | NexusTarget | KnowledgeBaseTarget, Field(discriminator="kind")
+]
 
 
 class EvalRunInput(BaseModel):

@@ -1,7 +1,8 @@
 """The ``EvalRun`` workflow: evaluate a target on a dataset version, durably and within budget.
 
 Cases fan out in bounded batches (``batch_size`` cases per activity, ``batch_concurrency``
-batches in flight); each batch is one heartbeating activity that evaluates its cases — or, for
+batches in flight); each batch is one heartbeating activity that evaluates its cases (model and
+knowledge-base targets: retrieval and answer happen in the activity) — or, for
 pipeline / NEXUS targets, one child workflow per case followed by one scoring activity. After
 every batch a progress event carries partial aggregates. A crash resumes from history; cases
 whose result row exists are returned as stored, so nothing is evaluated or billed twice.
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         EvalStatus,
         EvaluateBatchInput,
         FinishEvalInput,
+        KnowledgeBaseTarget,
         ModelTarget,
         NexusTarget,
         PipelineTarget,
@@ -169,7 +171,7 @@ class EvalRunWorkflow:
 
     async def _batch(self, case_ids: list[str], estimate: float, gate: asyncio.Semaphore) -> None:
         try:
-            if isinstance(self.inp.target, ModelTarget):
+            if isinstance(self.inp.target, ModelTarget | KnowledgeBaseTarget):
                 result: BatchResult = await workflow.execute_activity_method(
                     EvalActivities.eval_evaluate_cases,
                     EvaluateBatchInput(workflow_id=self.wid, run=self.inp, case_ids=case_ids),

@@ -39,6 +39,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.governance.audit import append
 from core.identity import Permission, Principal
 from core.pipelines.repository import PipelineRepository
+from core.rag.store import RagRepository
 from core.runs import RunRepository, key_from_idempotency, workflow_id
 from evals.contracts import MetricSpec
 from evals.repository import DatasetRepository, EvalRunRepository
@@ -48,6 +49,7 @@ from evals.targets import (
     SCHEDULE_PREFIX,
     WORKFLOW_NAME,
     EvalRunInput,
+    KnowledgeBaseTarget,
     ModelTarget,
     PipelineTarget,
     Target,
@@ -206,12 +208,16 @@ async def build_input(
     catalog = state.gateway.catalog if state.gateway else None
     target = body.target
     models = (
-        [target.model] if isinstance(target, ModelTarget) else list(getattr(target, "models", None) or [])
+        [target.model]
+        if isinstance(target, ModelTarget | KnowledgeBaseTarget)
+        else list(getattr(target, "models", None) or [])
     )
     for name in [*models, *([body.judge_model] if body.judge_model else [])]:
         if catalog is None or not principal.allows_scope(f"models:{name}"):
             raise NotFound(f"model {name!r} does not exist or is not available to this key")
         catalog.get(name)
+    if isinstance(target, KnowledgeBaseTarget):  # another tenant's knowledge base is not found
+        await RagRepository.from_session(session).get_kb(tenant, target.knowledge_base_id)
     if isinstance(target, PipelineTarget):
         version = await PipelineRepository.from_session(session).version(
             tenant, target.pipeline_id, target.version

@@ -192,3 +192,68 @@ async def test_pipeline_target_runs_child_workflows(
     assert result.aggregates["metrics"]["normalized_match"]["mean"] == 1.0
     rows, distinct, _ = await counts(sessions, tenant, wid)
     assert rows == distinct == 40
+
+
+async def test_nexus_target_runs_one_billed_orchestration_per_case(
+    temporal_client: Client,
+    eval_worker: Worker,
+    task_queue: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: str,
+) -> None:
+    from decimal import Decimal
+
+    from sqlalchemy import func
+
+    from core.db.eval_models import EvalCaseResult
+    from core.db.orchestration_models import ModelCall
+    from evals.targets import NexusTarget
+
+    await seed_dataset(sessions, tenant)
+    wid = new_wid(tenant)
+    target = NexusTarget(models=[GOOD], skip_planning=True, max_tokens=16)
+    result = await _run(temporal_client, task_queue, wid, run_input(tenant, target=target, batch_size=10))
+    assert result.status == "completed"
+    assert result.evaluated == 40
+    assert result.aggregates["metrics"]["normalized_match"]["mean"] == 1.0
+    assert result.aggregates["target_errors"] == 0
+    async with sessions() as s:
+        rows = list((await s.execute(select(EvalCaseResult).where(EvalCaseResult.run_id == wid))).scalars())
+        children = list(
+            (
+                await s.execute(
+                    select(Run).where(Run.tenant_id == tenant, Run.workflow_id.like(f"nexus:{tenant}:eval-%"))
+                )
+            ).scalars()
+        )
+        billed = dict(
+            (
+                await s.execute(
+                    select(ModelCall.workflow_id, func.sum(ModelCall.cost_usd))
+                    .where(
+                        ModelCall.tenant_id == tenant, ModelCall.workflow_id.like(f"nexus:{tenant}:eval-%")
+                    )
+                    .group_by(ModelCall.workflow_id)
+                )
+            ).all()
+        )
+        keys = (
+            await s.execute(
+                select(func.count(), func.count(func.distinct(ModelCall.call_key))).where(
+                    ModelCall.tenant_id == tenant, ModelCall.workflow_id.like(f"nexus:{tenant}:eval-%")
+                )
+            )
+        ).one()
+    # One NEXUS run per case, each closed, each billed once: its model calls have distinct keys and
+    # its run cost is what its model calls cost; the eval's case cost is that run's cost.
+    assert len(rows) == len({r.case_id for r in rows}) == 40
+    assert len(children) == 40
+    assert all(c.status == "completed" and c.kind == "nexus" for c in children)
+    assert keys[0] == keys[1] >= 40
+    assert set(billed) == {c.workflow_id for c in children}
+    for child in children:
+        assert abs(Decimal(child.cost_usd) - Decimal(billed[child.workflow_id])) < Decimal("1e-6")
+    assert all(r.error is None and r.output_preview.strip() for r in rows)
+    assert all(float(r.cost_usd) > 0 for r in rows)
+    total_children = sum(Decimal(c.cost_usd) for c in children)
+    assert abs(Decimal(str(result.cost_usd)) - total_children) < Decimal("1e-5")
