@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,13 +20,15 @@ from temporalio.client import Client
 
 from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.gateway.routes import provider_problem, request_id_of
-from api.gateway.service import candidates_for, require_chat_scope
+from api.gateway.service import CallContext, Gateway, candidates_for, require_chat_scope
 from api.gateway.service import chat as gateway_service_chat
+from api.gateway.service import embed as gateway_service_embed
 from api.pagination import CursorQuery, LimitQuery, encode_cursor
 from api.routes.knowledge_bases import (
     RUN_TIMEOUT,
     AnswerOut,
     AnswerRequest,
+    AnswerUsage,
     DocumentOut,
     NexusAnswer,
     RerankOut,
@@ -47,14 +49,15 @@ from core.governance.audit import append
 from core.identity import Permission, Principal
 from core.providers.cost import cost_usd
 from core.providers.errors import ProviderError
-from core.providers.types import ChatRequest, ChatResponse
+from core.providers.registry import ProviderRegistry
+from core.providers.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 from core.rag import answer as answering
 from core.rag.contracts import RUN_KIND, WORKFLOW_NAME, DocumentStatus, IngestInput
-from core.rag.embed import embedder_for
+from core.rag.embed import Embedder, ProviderEmbedder, embedder_for
 from core.rag.parse import check_upload, resolve_content_type
 from core.rag.rerank import ChatFn, model_rerank
 from core.rag.search import Rerank, Result, search
-from core.rag.settings import rag_settings
+from core.rag.settings import LOCAL_MODEL, rag_settings
 from core.rag.store import RagRepository
 from core.rag.uploads import put_bytes
 from core.runs import RunRepository, workflow_id
@@ -275,6 +278,49 @@ def gateway_chat(state: AppState, principal: Principal, request_id: str) -> Chat
     return call
 
 
+class GatewayEmbeddings:
+    """What :class:`core.rag.embed.ProviderEmbedder` uses of a provider registry (``embed``), over
+    the gateway's admitted path: each query embedding is rate-limited, budgeted, tried once and
+    logged with its cost (request ids ``<request_id>:embed``, ``…:embed-2``, …); provider errors
+    become problem+json (``upstream_<kind>``). The model is the knowledge base's own (checked
+    against the key's scopes when it was chosen), so the searching key needs no model scope."""
+
+    def __init__(self, gw: Gateway, principal: Principal, request_id: str) -> None:
+        self._gw = gw
+        self._principal = principal
+        self._request_id = request_id
+        self._calls = 0
+        self.cost_usd = Decimal(0)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """One billed embedding call."""
+        self._calls += 1
+        suffix = "" if self._calls == 1 else f"-{self._calls}"
+        ctx = CallContext(
+            principal=self._principal,
+            request_id=f"{self._request_id}:embed{suffix}",
+            requested=req.model,
+            candidates=[self._gw.catalog.get(req.model)],
+            route_group=None,
+            stream=False,
+        )
+        try:
+            resp, model = await gateway_service_embed(self._gw, ctx, req)
+        except ProviderError as err:
+            raise provider_problem(err) from None
+        self.cost_usd += cost_usd(resp.usage, model.prices)
+        return resp
+
+
+def query_embedder(state: AppState, principal: Principal, model: str, request_id: str) -> Embedder:
+    """The embedder of a search query: the local model (free), or a provider model billed
+    through the gateway (:class:`GatewayEmbeddings`)."""
+    if model == LOCAL_MODEL or state.gateway is None:
+        return embedder_for(model, _registry(state))
+    billed = GatewayEmbeddings(state.gateway, principal, request_id)
+    return ProviderEmbedder(cast(ProviderRegistry, billed), model)
+
+
 def _cost(state: AppState) -> Callable[[ChatResponse], Decimal]:
     def cost(resp: ChatResponse) -> Decimal:
         catalog = state.gateway.catalog if state.gateway else None
@@ -293,14 +339,14 @@ async def _search(
 ) -> tuple[list[Result], RerankOut | None]:
     repo = RagRepository.from_session(session)
     kb = await repo.get_kb(principal.tenant_id, kb_id)
-    registry = _registry(state)
     pending = kb.pending_embedding_model
     spec = body.rerank if isinstance(body.rerank, RerankSpec) else RerankSpec(method=body.rerank)
     by_model = spec.method is Rerank.model
-    chat = gateway_chat(state, principal, f"{request_id or uuid.uuid4().hex}:rerank") if by_model else None
+    rid = request_id or uuid.uuid4().hex
+    chat = gateway_chat(state, principal, f"{rid}:rerank") if by_model else None
     results = await search(
         repo,
-        embedder_for(kb.embedding_model, registry),
+        query_embedder(state, principal, kb.embedding_model, rid),
         tenant_id=principal.tenant_id,
         kb_id=kb.id,
         query=body.query,
@@ -309,7 +355,7 @@ async def _search(
         filters=body.filters,
         use_mmr=body.mmr,
         rerank=Rerank.local if spec.method is Rerank.local else Rerank.none,
-        pending_embedder=embedder_for(pending, registry) if pending else None,
+        pending_embedder=query_embedder(state, principal, pending, f"{rid}:pending") if pending else None,
     )
     if chat is None or spec.model is None:
         return results, None
@@ -348,11 +394,13 @@ async def search_kb(
 @router.post(
     "/knowledge-bases/{kb_id}/answer",
     response_model=AnswerOut,
+    response_model_exclude_unset=True,
     responses={202: {"model": NexusRunOut, "description": "mode 'nexus': the started run"}},
 )
 async def answer_kb(
     kb_id: str,
     body: AnswerRequest,
+    request: Request,
     response: Response,
     session: SessionDep,
     principal: PrincipalDep,
@@ -378,15 +426,26 @@ async def answer_kb(
     if registry is None or not principal.allows_scope(f"models:{body.model}"):
         raise ValidationFailed("the model is not available to this key")
     registry.catalog.get(body.model)
+    rid = request_id_of(request)
+    chat = gateway_chat(state, principal, f"{rid}:answer")
     query = SearchRequest(query=body.query, top_k=body.top_k)
-    results, _ = await _search(state, session, principal, kb_id, query)
+    results, _ = await _search(state, session, principal, kb_id, query, rid)
     min_score = (
         body.min_score if body.min_score is not None else rag_settings(state.settings).answer_min_score
     )
-    out_answer = await answering.answer(registry, body.model, body.query, results, min_score, body.max_tokens)
-    return AnswerOut(
+    out_answer = await answering.answer_with(
+        chat, body.model, body.query, results, min_score, body.max_tokens, cost=_cost(state)
+    )
+    shaped = AnswerOut(
         answer=out_answer.text,
         found=out_answer.found,
         model=out_answer.model,
         citations=[_hit(r) for r in out_answer.sources],
     )
+    if out_answer.called:  # only then is ``usage`` set (and shown: the response omits unset fields)
+        shaped.usage = AnswerUsage(
+            input_tokens=out_answer.usage.input_tokens,
+            output_tokens=out_answer.usage.output_tokens,
+            cost_usd=out_answer.cost_usd,
+        )
+    return shaped

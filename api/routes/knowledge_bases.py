@@ -193,11 +193,22 @@ class AnswerRequest(StrictModel):
         return self
 
 
+class AnswerUsage(BaseModel):
+    """What the answering model's call cost (it is logged in the gateway's inference logs)."""
+
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
 class AnswerOut(BaseModel):
     answer: str
     found: bool
     model: str | None
     citations: list[SearchHit]
+    usage: AnswerUsage | None = Field(
+        None, description="Present when a model was called (absent when retrieval found nothing)."
+    )
 
 
 def _kb_out(kb: KnowledgeBase) -> KbOut:

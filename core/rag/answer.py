@@ -2,15 +2,21 @@
 
 When retrieval finds nothing relevant (no chunk, or the best cosine similarity is below the
 threshold) the answer is :data:`NOT_FOUND` and no model is called, so nothing is invented.
+
+The model call goes through a ``chat`` function (:func:`answer_with`), which owns billing: the
+API passes the gateway's admitted, logged and costed path (as for the model rerank).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from core.providers.registry import ProviderRegistry
-from core.providers.types import ChatRequest, Message, Usage
+from core.providers.types import ChatRequest, ChatResponse, Message, Usage
+from core.rag.rerank import ChatFn
 from core.rag.search import Result
 
 NOT_FOUND = "Not found in the knowledge base."
@@ -23,7 +29,7 @@ SYSTEM = (
 
 @dataclass
 class Answer:
-    """The answer text, the chunks it cites (1-based context numbers) and the model's usage."""
+    """The answer text, the chunks it cites (1-based context numbers), the model's usage and cost."""
 
     text: str
     found: bool
@@ -31,6 +37,8 @@ class Answer:
     sources: list[Result] = field(default_factory=list)
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    called: bool = False  # whether a model was asked (false on the no-relevant-context path)
 
 
 def relevant(results: list[Result], min_score: float) -> list[Result]:
@@ -63,11 +71,26 @@ async def answer(
     min_score: float,
     max_tokens: int = 512,
 ) -> Answer:
-    """Answer ``question`` from ``results`` with ``model`` (catalog id), or say not found."""
+    """Answer ``question`` from ``results`` with ``model`` (catalog id), or say not found; the
+    call goes straight to ``registry`` (unbilled: callers that bill use :func:`answer_with`)."""
+    return await answer_with(registry.chat, model, question, results, min_score, max_tokens)
+
+
+async def answer_with(
+    chat: ChatFn,
+    model: str,
+    question: str,
+    results: list[Result],
+    min_score: float,
+    max_tokens: int = 512,
+    cost: Callable[[ChatResponse], Decimal] | None = None,
+) -> Answer:
+    """Answer ``question`` from ``results`` with ``model`` through ``chat``, or say not found
+    (then no model is called). Provider errors propagate; ``cost`` prices the response."""
     context = relevant(results, min_score)
     if not context:
         return Answer(text=NOT_FOUND, found=False)
-    resp = await registry.chat(
+    resp = await chat(
         ChatRequest(
             model=model,
             messages=[
@@ -78,9 +101,21 @@ async def answer(
             max_tokens=max_tokens,
         )
     )
+    spent = cost(resp) if cost is not None else Decimal(0)
     text = resp.content.strip()
     if NOT_FOUND.lower().rstrip(".") in text.lower():
-        return Answer(text=NOT_FOUND, found=False, model=resp.model, usage=resp.usage)
+        return Answer(
+            text=NOT_FOUND, found=False, model=resp.model, usage=resp.usage, cost_usd=spent, called=True
+        )
     cited = citations_in(text, len(context)) or list(range(1, len(context) + 1))
     sources = [context[i - 1] for i in cited]
-    return Answer(text=text, found=True, cited=cited, sources=sources, model=resp.model, usage=resp.usage)
+    return Answer(
+        text=text,
+        found=True,
+        cited=cited,
+        sources=sources,
+        model=resp.model,
+        usage=resp.usage,
+        cost_usd=spent,
+        called=True,
+    )

@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from core.providers.types import EmbeddingRequest, EmbeddingResponse
 from core.rag.embed import Embedder
 from core.rag.store import Hit, RagRepository
 
+# (request, n) -> response: the n-th (from 1) provider embedding call of a search, billed by the caller
+EmbedCall = Callable[[EmbeddingRequest, int], Awaitable[EmbeddingResponse]]
 RRF_K = 60
 LOCAL_RERANK_ALPHA = 0.7
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
@@ -60,6 +64,21 @@ class Result:
     vector_score: float | None = None
     keyword_score: float | None = None
     ranks: dict[str, int] = field(default_factory=dict)
+
+
+class BilledEmbeddings:
+    """Stands in for the provider registry where only ``embed`` is used (the query embeddings of
+    :class:`core.rag.embed.ProviderEmbedder`): each call goes through ``call``, which bills it
+    (the local model never reaches it, so it stays free)."""
+
+    def __init__(self, call: EmbedCall) -> None:
+        self._call = call
+        self.calls = 0
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """One billed embedding call."""
+        self.calls += 1
+        return await self._call(request, self.calls)
 
 
 def keyword_query(query: str) -> str:
