@@ -161,9 +161,29 @@ class LlmActivities:
         on_delta: OnDelta | None = None,
     ) -> CallLlmResult:
         """Return the stored answer of ``call_key`` or call the model once and store answer + usage."""
+        result, _ = await self.billed_chat_text(
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+            call_key=call_key,
+            request=request,
+            on_delta=on_delta,
+        )
+        return result
+
+    async def billed_chat_text(
+        self,
+        *,
+        tenant_id: str,
+        workflow_id: str,
+        call_key: str,
+        request: ChatRequest,
+        on_delta: OnDelta | None = None,
+    ) -> tuple[CallLlmResult, str]:
+        """:meth:`billed_chat` and the answer's text (read back only when another attempt stored it)."""
         stored = await self.stored_call(tenant_id, call_key)
         if stored is not None:
-            return stored
+            async with self.sessions() as session:
+                return stored, await self.store.get(session, tenant_id, stored.answer)
         try:
             model = self.catalog.get(request.model)
         except NexusError as exc:
@@ -197,10 +217,11 @@ class LlmActivities:
             if not inserted:  # a concurrent attempt finished first: its row is the bill
                 row = await repo.find(tenant_id, call_key)
                 if row is not None and row.payload_id is not None:
-                    return _result_of(
-                        row, await self.store.ref(session, tenant_id, row.payload_id), replayed=True
+                    first = await self.store.ref(session, tenant_id, row.payload_id)
+                    return _result_of(row, first, replayed=True), await self.store.get(
+                        session, tenant_id, first
                     )
-        return CallLlmResult(
+        result = CallLlmResult(
             model=model.id,
             provider=model.provider,
             answer=ref,
@@ -208,6 +229,7 @@ class LlmActivities:
             cost_usd=cost,
             latency_ms=response.latency_ms,
         )
+        return result, response.content
 
     async def _streamed(self, request: ChatRequest, on_delta: OnDelta) -> ChatResponse:
         """A streamed completion collected into a response, text fragments passed to ``on_delta``."""

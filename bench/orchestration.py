@@ -190,6 +190,8 @@ def bench_worker(
             orchestration.plan_task,
             orchestration.prepare_subtask,
             orchestration.run_consensus,
+            orchestration.record_progress,
+            orchestration.open_layer,
             orchestration.synthesize,
         ],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,

@@ -99,9 +99,50 @@ async def store(
     return Event.from_row(row)
 
 
+async def store_many(
+    session: AsyncSession, *, tenant_id: str, workflow_id: str, events: list[tuple[int, str, dict[str, Any]]]
+) -> list[Event]:
+    """Insert ``(seq, type, data)`` events of one run in the caller's transaction (two statements
+    whatever their number); rows already stored under a seq are kept. Returns the rows, by seq."""
+    if not events:
+        return []
+    rows = [
+        {
+            "workflow_id": workflow_id,
+            "tenant_id": tenant_id,
+            "seq": seq,
+            "type": type,
+            "data": json.loads(json.dumps(data or {}, default=str)),
+        }
+        for seq, type, data in events
+    ]
+    stmt = insert(RunEvent).values(rows).on_conflict_do_nothing(index_elements=["workflow_id", "seq"])
+    await session.execute(stmt)
+    stored = await session.execute(
+        select(RunEvent)
+        .where(
+            RunEvent.workflow_id == workflow_id,
+            RunEvent.tenant_id == tenant_id,
+            RunEvent.seq.in_([seq for seq, _, _ in events]),
+        )
+        .order_by(RunEvent.seq)
+    )
+    return [Event.from_row(r) for r in stored.scalars()]
+
+
 async def announce(redis: Redis, workflow_id: str, event: Event) -> None:
     """PUBLISH a stored event to live followers (call only after its transaction committed)."""
     await redis.publish(channel(workflow_id), event.to_json())
+
+
+async def announce_many(redis: Redis, workflow_id: str, events: list[Event]) -> None:
+    """PUBLISH stored events in seq order in one round trip (after their transaction committed)."""
+    if not events:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            pipe.publish(channel(workflow_id), event.to_json())
+        await pipe.execute()
 
 
 async def publish(

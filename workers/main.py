@@ -68,7 +68,7 @@ def build_worker(
     pipelines = PipelineActivities(sessions, redis, settings, llm)
     rag = RagActivities(sessions, redis, registry, rag_settings(settings))
     reembed = ReembedActivities(sessions, registry)
-    connector_acts = ConnectorActivities(sessions, redis, settings, pipelines)
+    connector_acts = ConnectorActivities(sessions, redis, settings, pipelines, temporal=client)
     with contextlib.suppress(RuntimeError):  # blocking connector activities use the running loop
         connector_acts.bind_loop()
     evals = EvalActivities(sessions, redis, llm, settings)
@@ -99,6 +99,7 @@ def build_worker(
             orchestration.prepare_subtask,
             orchestration.run_consensus,
             orchestration.record_progress,
+            orchestration.open_layer,
             orchestration.synthesize,
             approvals.record_approval,
             approvals.escalate_approval,
@@ -124,6 +125,7 @@ def build_worker(
             connector_acts.connector_sync_page,
             connector_acts.connector_sync_page_blocking,
             connector_acts.connector_sync_finish,
+            connector_acts.connector_sync_snapshot,
             connector_acts.connector_plan,
             connector_acts.connector_action,
             connector_acts.connector_action_blocking,

@@ -26,25 +26,36 @@ with workflow.unsafe.imports_passed_through():
         OrchestrationResult,
         Plan,
         RunOutcome,
+        Subtask,
         SubtaskCapability,
         SubtaskResult,
         SubtaskStatus,
     )
-    from core.orchestration.router import ModelInfo
-    from core.orchestration.steps import LoadModelsInput, PlanTaskInput, SynthesizeInput
+    from core.orchestration.layer import OpenLayerResult
+    from core.orchestration.progress import CloseRun, closed_result, run_summary
+    from core.orchestration.router import DEFAULT_RELIABILITY, ModelInfo
+    from core.orchestration.steps import (
+        LoadModelsInput,
+        ModelsSnapshot,
+        PlanTaskInput,
+        SynthesizeInput,
+    )
     from workflows.orchestration_calls import (
         LLM_HEARTBEAT,
         LLM_RETRY,
         LLM_TIMEOUT,
         MAX_DELTA_EVENTS,
         PLANNER_COMPLETION_TOKENS,
+        WRITE_RETRY,
+        WRITE_TIMEOUT,
         estimate,
         pick_one,
         short_reason,
         skipped,
         tokens_of,
     )
-    from workflows.orchestration_subtask import INLINE_PATCH, Ev, SubtaskSteps
+    from workflows.orchestration_progress import BATCH_PATCH
+    from workflows.orchestration_subtask import INLINE_PATCH, SEQUENTIAL_PATCH, Ev, SubtaskSteps
 
 
 @workflow.defn(name="Orchestration")
@@ -67,7 +78,16 @@ class OrchestrationWorkflow(SubtaskSteps):
         self._local_bookkeeping = workflow.patched("nexus-local-bookkeeping")
         # Newer runs: independent bookkeeping runs concurrently, short answers are voted here.
         self._inline = workflow.patched(INLINE_PATCH)
+        # Newer: adaptive uses the cost-aware sequential scheme; progress is written in batches.
+        self._sequential = workflow.patched(SEQUENTIAL_PATCH)
+        self._batched = workflow.patched(BATCH_PATCH)
         try:
+            if self._batched:
+                result = await self._run_batched(inp)
+                if not self._closed:  # nothing was answered: no synthesis closed the run
+                    summary = self._summary(result)
+                    await self._finish(inp, RunStatus.completed, Ev.completed, summary, result=result)
+                return result
             started = self._event(
                 inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy}
             )
@@ -80,7 +100,7 @@ class OrchestrationWorkflow(SubtaskSteps):
             else:
                 await started
                 snapshot = await load
-            self._models = [ModelInfo.from_entry(m) for m in snapshot.models]
+            self._load(snapshot)
             plan, source = await self._plan(inp)
             ready = self._event(inp, Ev.plan_ready, {"source": source, "plan": plan.model_dump(mode="json")})
             pending = [ready] if self._inline else []  # published alongside the first layer
@@ -110,6 +130,54 @@ class OrchestrationWorkflow(SubtaskSteps):
             workflow.logger.warning("orchestration failed: %s", reason)
             await self._close(inp, RunStatus.failed, reason)
             raise ApplicationError(f"orchestration failed: {reason}", type="OrchestrationFailed") from exc
+
+    def _load(self, snapshot: ModelsSnapshot) -> None:
+        """The run's routing view of the catalog, with the tenant's measured reliabilities."""
+        measured = snapshot.reliabilities
+        self._models = [
+            ModelInfo.from_entry(m, reliability=measured.get(m.id, DEFAULT_RELIABILITY))
+            for m in snapshot.models
+        ]
+
+    async def _run_batched(self, inp: OrchestrationInput) -> OrchestrationResult:
+        """The run with batched progress: one ``open_layer`` local activity per layer. With a
+        supplied plan the first one writes ``run.started``, ``plan.ready`` and the layer's
+        ``subtask.started``, loads the catalog and stores the layer's prompts, all at once."""
+        self._emit(inp, Ev.started, {"budget_usd": str(inp.budget_usd), "strategy": inp.strategy})
+        load = LoadModelsInput(tenant_id=inp.tenant_id, allowed=inp.allowed_models)
+        layers: list[list[Subtask]] = []
+        opened: OpenLayerResult | None = None
+        if inp.plan is not None:
+            plan, source = inp.plan, "supplied"
+            self._emit(inp, Ev.plan_ready, {"source": source, "plan": plan.model_dump(mode="json")})
+            layers = plan.layers()
+            opened = await self._open_layer(inp, layers[0], load)
+            snapshot = opened.snapshot
+        else:
+            snapshot = (await self._open_layer(inp, [], load)).snapshot
+        assert snapshot is not None
+        self._load(snapshot)
+        if inp.plan is None:
+            plan, source = await self._plan(inp)
+            self._emit(inp, Ev.plan_ready, {"source": source, "plan": plan.model_dump(mode="json")})
+            layers = plan.layers()
+        results: dict[str, SubtaskResult] = {}
+        exhausted = False
+        for layer in layers:
+            if exhausted:
+                results.update({s.id: skipped(s.id, "budget exhausted") for s in layer})
+                continue
+            if opened is None:
+                opened = await self._open_layer(inp, layer)
+            done = await asyncio.gather(
+                *(self._run_subtask(inp, s, p) for s, p in zip(layer, opened.prepared, strict=True))
+            )
+            self._close_layer()
+            opened = None
+            for res in done:
+                results[res.subtask_id] = res
+                exhausted = exhausted or res.status is SubtaskStatus.skipped
+        return await self._synthesize(inp, plan, [results[s.id] for s in plan.subtasks], exhausted)
 
     # --- plan ---------------------------------------------------------------------------
 
@@ -180,59 +248,75 @@ class OrchestrationWorkflow(SubtaskSteps):
                 synthesizer = model.id
             else:
                 exhausted = True
-                await self._event(inp, Ev.budget_exhausted, {"step": "synthesis"})
-        answer, citations = None, []
-        if answered:
-            # synthesis.delta events take the seqs [delta_seq, delta_seq + max_deltas).
-            delta_seq, max_deltas = self._seq + 1, MAX_DELTA_EVENTS if synthesizer else 0
-            self._seq += max_deltas
-            synth = await workflow.execute_activity_method(
-                OrchestrationActivities.synthesize,
-                SynthesizeInput(
-                    tenant_id=inp.tenant_id,
-                    workflow_id=self._wid,
-                    task=inp.task,
-                    plan=plan,
-                    answers={sid: self._answers[sid] for sid in answered},
-                    models_by_subtask=models_by,
-                    model=synthesizer,
-                    max_tokens=inp.max_tokens,
-                    delta_seq=delta_seq,
-                    max_deltas=max_deltas,
-                ),
-                start_to_close_timeout=LLM_TIMEOUT,
-                heartbeat_timeout=LLM_HEARTBEAT,
-                retry_policy=LLM_RETRY,
-            )
-            if synthesizer is not None:
-                self._ledger.settle(
-                    "synthesis", synth.call.cost_usd if synth.call else Decimal(0), model=synthesizer
-                )
-            answer, citations = synth.answer, synth.citations
+                if self._batched:
+                    self._emit(inp, Ev.budget_exhausted, {"step": "synthesis"})
+                else:
+                    await self._event(inp, Ev.budget_exhausted, {"step": "synthesis"})
         confidences = [r.consensus.confidence for r in answered.values() if r.consensus]
         outcome = RunOutcome.budget_exhausted if exhausted else RunOutcome.completed
         if not answered and not exhausted:
             outcome = RunOutcome.failed
-        return OrchestrationResult(
+        before = OrchestrationResult(
             outcome=outcome,
             plan=plan,
             subtasks=subtasks,
-            answer=answer,
             confidence=min(confidences) if confidences else 0.0,
-            citations=citations,
             cost_usd=self._ledger.spent_usd,
             cost_by_model=dict(self._ledger.spent_by_model),
             budget_usd=inp.budget_usd,
         )
+        if not answered:
+            return before
+        # synthesis.delta events take the seqs [delta_seq, delta_seq + max_deltas).
+        delta_seq, max_deltas = self._seq + 1, MAX_DELTA_EVENTS if synthesizer else 0
+        self._seq += max_deltas
+        close = None
+        if self._batched:  # the activity also closes the run: no separate finish_run round
+            self._seq += 1
+            close = CloseRun(
+                result=before,
+                synthesizer=synthesizer,
+                terminal_seq=self._seq,
+                created_by=inp.created_by,
+                run_id=workflow.info().run_id,
+            )
+        synth = await workflow.execute_activity_method(
+            OrchestrationActivities.synthesize,
+            SynthesizeInput(
+                tenant_id=inp.tenant_id,
+                workflow_id=self._wid,
+                task=inp.task,
+                plan=plan,
+                answers={sid: self._answers[sid] for sid in answered},
+                models_by_subtask=models_by,
+                model=synthesizer,
+                max_tokens=inp.max_tokens,
+                delta_seq=delta_seq,
+                max_deltas=max_deltas,
+                progress=self._unwritten(inp) if self._batched else None,
+                close=close,
+            ),
+            start_to_close_timeout=LLM_TIMEOUT,
+            heartbeat_timeout=LLM_HEARTBEAT,
+            retry_policy=LLM_RETRY,
+        )
+        synthesis_cost = synth.call.cost_usd if synth.call else Decimal(0)
+        if synthesizer is not None:
+            self._ledger.settle("synthesis", synthesis_cost, model=synthesizer)
+        if close is not None:
+            self._closed = True
+            return closed_result(before, synth.answer, synth.citations, synthesizer, synthesis_cost)
+        update = {
+            "answer": synth.answer,
+            "citations": synth.citations,
+            "cost_usd": self._ledger.spent_usd,
+            "cost_by_model": dict(self._ledger.spent_by_model),
+        }
+        return before.model_copy(update=update)
 
     @staticmethod
     def _summary(result: OrchestrationResult) -> dict[str, Any]:
-        return {
-            "outcome": result.outcome,
-            "confidence": result.confidence,
-            "cost_usd": str(result.cost_usd),
-            "answer_preview": result.answer.preview if result.answer else None,
-        }
+        return run_summary(result)
 
     async def _finish(
         self,
@@ -249,7 +333,7 @@ class OrchestrationWorkflow(SubtaskSteps):
         terminal = PublishEventInput(
             tenant_id=inp.tenant_id, workflow_id=self._wid, seq=self._seq, type=event, data=data
         )
-        await self._bookkeeping(
+        finish = self._bookkeeping(
             RunActivities.finish_run,
             FinishRunInput(
                 tenant_id=inp.tenant_id,
@@ -264,7 +348,26 @@ class OrchestrationWorkflow(SubtaskSteps):
                 terminal_event=terminal,
             ),
         )
+        if not self._batched:
+            await finish
+            return
+        self._close_layer()
+        unwritten = self._unwritten(inp)
+        if unwritten:  # beside the close: followers order events by seq
+            await asyncio.gather(
+                finish,
+                workflow.execute_local_activity_method(
+                    OrchestrationActivities.record_progress,
+                    unwritten,
+                    start_to_close_timeout=WRITE_TIMEOUT,
+                    retry_policy=WRITE_RETRY,
+                ),
+            )
+        else:
+            await finish
 
     async def _close(self, inp: OrchestrationInput, status: RunStatus, reason: str) -> None:
+        if self._closed:  # the synthesis already closed the runs row and the event stream
+            return
         event = Ev.cancelled if status is RunStatus.cancelled else Ev.failed
         await self._finish(inp, status, event, {"error": reason}, error=reason)

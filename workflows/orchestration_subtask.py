@@ -1,14 +1,14 @@
 """One subtask of the ``Orchestration`` workflow: route, reserve, fan out, agree.
 
-A base class of :class:`workflows.orchestrate.OrchestrationWorkflow` holding the run state the
-steps share (event seq, budget ledger, catalog snapshot, answers so far). Deterministic only.
+A base class of :class:`workflows.orchestrate.OrchestrationWorkflow`; the run state the steps
+share (event seq, budget ledger, catalog snapshot, answers so far) lives in
+:class:`workflows.orchestration_progress.RunSteps`. Deterministic only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Coroutine
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +19,6 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelle
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LlmActivities
     from activities.orchestration import OrchestrationActivities
-    from activities.runs import RunActivities
     from core.approvals.contracts import (
         WORKFLOW_NAME as APPROVAL_WORKFLOW,
     )
@@ -29,21 +28,26 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         approval_workflow_id,
     )
-    from core.consensus import CandidateAnswer, adaptive_step, majority_vote
-    from core.contracts import PublishEventInput
-    from core.orchestration.budget import BudgetLedger
+    from core.consensus import (
+        AdaptiveDecision,
+        CandidateAnswer,
+        Voter,
+        adaptive_step,
+        majority_vote,
+        sequential_step,
+    )
     from core.orchestration.contracts import (
         CandidateRecord,
         ConsensusRecord,
         OrchestrationInput,
-        PayloadRef,
         Strategy,
         Subtask,
         SubtaskCapability,
         SubtaskResult,
         SubtaskStatus,
     )
-    from core.orchestration.router import ModelInfo, Panel, RoutingError, choose_panel
+    from core.orchestration.progress import observations_of
+    from core.orchestration.router import Panel, RoutingError, choose_panel
     from core.orchestration.steps import (
         DEFAULT_EMBEDDING_MODEL,
         CallLlmInput,
@@ -51,14 +55,11 @@ with workflow.unsafe.imports_passed_through():
         ConsensusResult,
         OrchestrationEvent,
         PreparedPrompt,
-        PrepareSubtaskInput,
     )
     from workflows.orchestration_calls import (
         LLM_HEARTBEAT,
         LLM_RETRY,
         LLM_TIMEOUT,
-        WRITE_RETRY,
-        WRITE_TIMEOUT,
         estimate,
         failed_candidate,
         inline_text,
@@ -66,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         short_reason,
         skipped,
     )
+    from workflows.orchestration_progress import RunSteps
 
 Ev = OrchestrationEvent
 # Runs that reached a low-confidence subtask before this change published a placeholder
@@ -78,6 +80,10 @@ APPROVAL_DECIDED = "approval.decided"
 INLINE_PATCH = "nexus-inline-consensus"
 # Strategies that need no model call: their vote is pure code over short texts.
 INLINE_STRATEGIES = frozenset({Strategy.majority, Strategy.weighted, Strategy.adaptive})
+# Runs started before this change run ``adaptive`` with the Beta rule over the panel order
+# (``adaptive_step``); newer ones with the cost-aware sequential scheme over the tenant's
+# measured reliabilities (``sequential_step``: whom to ask, one or a pair at a time).
+SEQUENTIAL_PATCH = "nexus-sequential-consensus"
 MAX_APPROVAL_ID = 100  # the approvals table's id column
 
 
@@ -114,64 +120,26 @@ def review_context(subtask: Subtask, record: ConsensusRecord, candidates: list[C
     return "\n".join(lines)
 
 
-class SubtaskSteps:
-    """Run state and the per-subtask steps (see the workflow's docstring for the events)."""
-
-    def __init__(self) -> None:
-        self._seq = 0
-        # Short bookkeeping (events, catalog snapshot, subtask prompt, run close) runs as local
-        # activities: no server round trip each. Runs recorded before this change replay on the
-        # old path; set in run() by workflow.patched().
-        self._local_bookkeeping = False
-        self._inline = False  # set in run() by workflow.patched(INLINE_PATCH)
-        self._ledger = BudgetLedger(budget_usd=Decimal(0))
-        self._models: list[ModelInfo] = []
-        self._answers: dict[str, PayloadRef] = {}
-
-    @property
-    def _wid(self) -> str:
-        return workflow.info().workflow_id
-
-    def _event(self, inp: OrchestrationInput, type: str, data: dict[str, Any]) -> Coroutine[Any, Any, Any]:
-        """Publish one event (await the result). The seq is taken at the call, before any await,
-        so concurrent events get distinct, replay-stable numbers in call order."""
-        self._seq += 1
-        return self._bookkeeping(
-            RunActivities.publish_run_event,
-            PublishEventInput(
-                tenant_id=inp.tenant_id, workflow_id=self._wid, seq=self._seq, type=type, data=data
-            ),
-        )
-
-    async def _bookkeeping(self, method: Any, arg: Any) -> Any:
-        """Run a short, idempotent bookkeeping activity (locally once the patch is in effect)."""
-        if self._local_bookkeeping:
-            return await workflow.execute_local_activity_method(
-                method, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
-            )
-        return await workflow.execute_activity_method(
-            method, arg, start_to_close_timeout=WRITE_TIMEOUT, retry_policy=WRITE_RETRY
-        )
+class SubtaskSteps(RunSteps):
+    """The per-subtask steps (see the workflow's docstring for the events)."""
 
     async def _subtask(self, inp: OrchestrationInput, subtask: Subtask) -> SubtaskResult:
-        """Route the subtask, reserve before the fan-out, reach consensus; never raises for a
-        failed proposer or an unroutable subtask (those are results, not run failures)."""
-        sid = subtask.id
-        announce = self._event(inp, Ev.subtask_started, {"subtask_id": sid})
+        """Announce and prepare the subtask, then :meth:`_run_subtask` (unbatched runs)."""
+        announce = self._event(inp, Ev.subtask_started, {"subtask_id": subtask.id})
         if not self._inline:
             await announce
         prepare = self._bookkeeping(
-            OrchestrationActivities.prepare_subtask,
-            PrepareSubtaskInput(
-                tenant_id=inp.tenant_id,
-                workflow_id=self._wid,
-                task=inp.task,
-                subtask=subtask,
-                dependency_answers={d: self._answers[d] for d in subtask.depends_on if d in self._answers},
-                knowledge_base_ids=inp.knowledge_base_ids,
-            ),
+            OrchestrationActivities.prepare_subtask, self._prepare_input(inp, subtask)
         )
         prepared = (await asyncio.gather(announce, prepare))[1] if self._inline else await prepare
+        return await self._run_subtask(inp, subtask, prepared)
+
+    async def _run_subtask(
+        self, inp: OrchestrationInput, subtask: Subtask, prepared: PreparedPrompt
+    ) -> SubtaskResult:
+        """Route the subtask, reserve before the fan-out, reach consensus; never raises for a
+        failed proposer or an unroutable subtask (those are results, not run failures)."""
+        sid = subtask.id
         try:
             panel = choose_panel(
                 self._models,
@@ -187,13 +155,21 @@ class SubtaskSteps:
             return await self._finished(
                 inp, SubtaskResult(subtask_id=sid, status=SubtaskStatus.failed), str(err)
             )
-        first = panel.models[:2] if inp.strategy is Strategy.adaptive else panel.models
+        pool = self._pool(inp, panel, prepared)
+        if pool is not None:  # the sequential scheme picks the first pair (usually)
+            first = self._sequential_step(inp, [], pool, len(panel.models))[1]
+        else:
+            first = panel.models[:2] if inp.strategy is Strategy.adaptive else panel.models
         started = [m for m in first if self._reserve(inp, sid, m, prepared)]
         if not started:
-            await self._event(inp, Ev.budget_exhausted, {"subtask_id": sid, "reason": panel.reason})
+            data: dict[str, Any] = {"subtask_id": sid, "reason": panel.reason}
+            if self._batched:
+                self._emit(inp, Ev.budget_exhausted, data)
+            else:
+                await self._event(inp, Ev.budget_exhausted, data)
             return await self._finished(inp, skipped(sid, panel.reason), "budget exhausted")
         candidates = list(await asyncio.gather(*(self._propose(inp, sid, m, prepared) for m in started)))
-        consensus, consensus_cost = await self._agree(inp, subtask, panel, prepared, candidates)
+        consensus, consensus_cost = await self._agree(inp, subtask, panel, prepared, candidates, pool)
         record = consensus.record
         status = SubtaskStatus.completed if record.answer is not None else SubtaskStatus.failed
         review = False
@@ -206,19 +182,15 @@ class SubtaskSteps:
                 # The pre-approvals placeholder, kept verbatim so those histories replay.
                 data = {"subtask_id": sid, "confidence": record.confidence, "todo": "approvals not built yet"}
                 await self._event(inp, Ev.approval_requested, data)
-        reached = self._event(
-            inp,
-            Ev.consensus_reached,
-            {
-                "subtask_id": sid,
-                "strategy": record.strategy,
-                "confidence": record.confidence,
-                "winner_models": record.winner_models,
-                "failed": record.failed,
-                "answer_preview": record.answer.preview if record.answer else None,
-                "reason": consensus.reason,
-            },
-        )
+        reached_data: dict[str, Any] = {
+            "subtask_id": sid,
+            "strategy": record.strategy,
+            "confidence": record.confidence,
+            "winner_models": record.winner_models,
+            "failed": record.failed,
+            "answer_preview": record.answer.preview if record.answer else None,
+            "reason": consensus.reason,
+        }
         cost = sum((c.cost_usd for c in candidates), Decimal(0)) + consensus_cost
         result = SubtaskResult(
             subtask_id=sid,
@@ -228,6 +200,14 @@ class SubtaskSteps:
             consensus=record,
             cost_usd=cost,
         )
+        if self._batched:
+            self._emit(inp, Ev.consensus_reached, reached_data)
+            if review:  # its approval.requested event writes the queue first
+                result = await self._review(inp, subtask, result)
+            if result.status is SubtaskStatus.completed and result.consensus is not None:
+                self._observations += observations_of(sid, result.consensus, result.candidates)
+            return await self._finished(inp, result, result.consensus.error if result.consensus else None)
+        reached = self._event(inp, Ev.consensus_reached, reached_data)
         if self._inline and not review:  # both events at once; readers order them by seq
             error = record.error
             return (await asyncio.gather(reached, self._finished(inp, result, error)))[1]
@@ -304,10 +284,12 @@ class SubtaskSteps:
         panel: Panel,
         prepared: PreparedPrompt,
         candidates: list[CandidateRecord],
+        pool: dict[str, Decimal] | None = None,
     ) -> tuple[ConsensusResult, Decimal]:
-        """Consensus rounds; adaptive adds one proposer per round while it is not confident and
-        the next one is affordable. ``candidates`` grows in place. Returns the last round and
-        what the consensus' own model calls (judge, aggregator, embeddings) cost."""
+        """Consensus rounds; adaptive adds proposers while it is not confident and the next are
+        affordable: one per round in panel order (Beta rule), or with ``pool`` (the sequential
+        scheme) the one or two it picks. ``candidates`` grows in place. Returns the last round
+        and what the consensus' own model calls (judge, aggregator, embeddings) cost."""
         sid = subtask.id
         by_id = {m.id: m for m in self._models}
         strategy, helper = self._reserve_helper(inp, sid, prepared, len(candidates))
@@ -316,7 +298,7 @@ class SubtaskSteps:
             rest = [m for m in panel.models if m not in {c.model for c in candidates}]
             next_cost = estimate(by_id[rest[0]], prepared.prompt_tokens, inp.max_tokens) if rest else None
             max_models = min(inp.panel.max_models, len(panel.models))
-            inline = self._vote_inline(inp, strategy, candidates, max_models, next_cost)
+            inline = self._vote_inline(inp, strategy, candidates, max_models, next_cost, pool)
             consensus = (
                 inline
                 if inline is not None
@@ -331,8 +313,9 @@ class SubtaskSteps:
                         task=inp.task,
                         candidates=candidates,
                         weights={m.id: m.reliability for m in self._models}
-                        if strategy is Strategy.weighted
+                        if strategy is Strategy.weighted or pool is not None
                         else None,
+                        pool_costs=pool,
                         target_confidence=inp.confidence_target,
                         max_models=max_models,
                         remaining_budget_usd=self._ledger.remaining,
@@ -347,9 +330,19 @@ class SubtaskSteps:
                 )
             )
             spent += consensus.cost_usd
-            if consensus.stop or not rest or not self._reserve(inp, sid, rest[0], prepared):
-                break
-            candidates.append(await self._propose(inp, sid, rest[0], prepared))
+            if pool is not None:
+                ask = (
+                    []
+                    if consensus.stop
+                    else [m for m in consensus.ask if self._reserve(inp, sid, m, prepared)]
+                )
+                if not ask:
+                    break
+                candidates.extend(await asyncio.gather(*(self._propose(inp, sid, m, prepared) for m in ask)))
+            else:
+                if consensus.stop or not rest or not self._reserve(inp, sid, rest[0], prepared):
+                    break
+                candidates.append(await self._propose(inp, sid, rest[0], prepared))
             round_no += 1
         if helper is not None:
             self._ledger.settle(f"{sid}:consensus", spent, model=helper)
@@ -362,6 +355,7 @@ class SubtaskSteps:
         candidates: list[CandidateRecord],
         max_models: int,
         next_cost: Decimal | None,
+        pool: dict[str, Decimal] | None = None,
     ) -> ConsensusResult | None:
         """The vote of ``run_consensus`` computed here, when it needs no model call and every answer
         is short enough to travel whole in its preview; None otherwise (the activity votes).
@@ -386,8 +380,11 @@ class SubtaskSteps:
                     latency_ms=c.latency_ms,
                 )
             )
-        stop, reason = True, ""
-        if strategy is Strategy.adaptive:
+        stop, reason, ask = True, "", list[str]()
+        if strategy is Strategy.adaptive and pool is not None:
+            decision, ask = self._sequential_step(inp, cands, pool, max_models)
+            outcome, stop, reason = decision.outcome, decision.stop, decision.reason
+        elif strategy is Strategy.adaptive:
             decision = adaptive_step(
                 cands,
                 target_confidence=inp.confidence_target,
@@ -415,7 +412,31 @@ class SubtaskSteps:
             reasons=outcome.reasons,
             error=outcome.error,
         )
-        return ConsensusResult(record=record, stop=stop, reason=reason)
+        return ConsensusResult(record=record, stop=stop, reason=reason, ask=ask)
+
+    def _pool(
+        self, inp: OrchestrationInput, panel: Panel, prepared: PreparedPrompt
+    ) -> dict[str, Decimal] | None:
+        """The sequential scheme's pool (panel order, each model's estimated call cost), or None
+        when the run does not use it (another strategy, or a run from before the patch)."""
+        if not (self._sequential and inp.strategy is Strategy.adaptive):
+            return None
+        by_id = {m.id: m for m in self._models}
+        return {m: estimate(by_id[m], prepared.prompt_tokens, inp.max_tokens) for m in panel.models}
+
+    def _sequential_step(
+        self, inp: OrchestrationInput, cands: list[CandidateAnswer], pool: dict[str, Decimal], max_models: int
+    ) -> tuple[AdaptiveDecision, list[str]]:
+        """One decision of the cost-aware loop over the run's measured reliabilities."""
+        reliability = {m.id: m.reliability for m in self._models}
+        voters = [Voter(m, reliability[m], cost) for m, cost in pool.items()]
+        return sequential_step(
+            cands,
+            voters,
+            target_confidence=inp.confidence_target,
+            max_models=min(inp.panel.max_models, max_models),
+            remaining_budget_usd=self._ledger.remaining,
+        )
 
     def _reserve_helper(
         self, inp: OrchestrationInput, sid: str, prepared: PreparedPrompt, n: int
@@ -490,5 +511,13 @@ class SubtaskSteps:
         self, inp: OrchestrationInput, result: SubtaskResult, error: str | None
     ) -> SubtaskResult:
         data = {"subtask_id": result.subtask_id, "status": result.status, "cost_usd": str(result.cost_usd)}
-        await self._event(inp, Ev.subtask_finished, {**data, "error": error} if error else data)
+        if not self._batched:
+            await self._event(inp, Ev.subtask_finished, {**data, "error": error} if error else data)
+            return result
+        self._emit(inp, Ev.subtask_finished, {**data, "error": error} if error else data)
+        # While others of the layer still run, write soon; the last one's events go with the
+        # next layer's batch or ahead of the synthesis.
+        self._layer_running -= 1
+        if self._layer_running > 0:
+            self._flush_soon(inp)
         return result

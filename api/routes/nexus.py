@@ -38,6 +38,8 @@ from core.orchestration.contracts import (
     Strategy,
 )
 from core.payloads import PayloadStore
+from core.rag.grounding import parse_kb_ids
+from core.rag.store import RagRepository
 from core.runs import RunRepository, key_from_idempotency, workflow_id
 
 router = APIRouter(tags=["nexus"])
@@ -67,6 +69,11 @@ class NexusRunRequest(StrictModel):
     judge_model: str | None = None
     embedding_model: str | None = None
     max_tokens: int = Field(512, gt=0, le=8192)
+    knowledge_base_ids: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Your knowledge bases: retrieval and root subtasks are grounded on them, citing [K:<id>].",
+    )
 
     @model_validator(mode="after")
     def _plan_or_skip(self) -> NexusRunRequest:
@@ -88,6 +95,12 @@ def _check_models(state: AppState, principal: Principal, body: NexusRunRequest) 
         entry = catalog.get(name)
         if body.regions is not None and entry.regions and not set(entry.regions) & set(body.regions):
             raise ValidationFailed(f"model {name!r} does not serve the allowed regions")
+
+
+async def _check_knowledge_bases(session: AsyncSession, principal: Principal, ids: list[str]) -> list[str]:
+    """The tenant's knowledge bases by canonical id (another tenant's or unknown: 404)."""
+    repo = RagRepository.from_session(session)
+    return [str((await repo.get_kb(principal.tenant_id, kb_id)).id) for kb_id in parse_kb_ids(ids)]
 
 
 def _allowed_models(state: AppState, principal: Principal) -> list[str] | None:
@@ -131,6 +144,7 @@ async def start_nexus_run(
             response.headers["Idempotent-Replayed"] = "true"
             return await _view(session, principal, existing)
     _check_models(state, principal, body)
+    body.knowledge_base_ids = await _check_knowledge_bases(session, principal, body.knowledge_base_ids)
     run_key = key_from_idempotency(idempotency_key) if idempotency_key else uuid.uuid4().hex
     wid = workflow_id(RUN_KIND, tenant, run_key)
     # Committed before the start, so the workflow's first activity can read it.

@@ -52,8 +52,10 @@ STRATEGIES: dict[str, StrategySpec] = {
             "An aggregator model synthesises one answer from all candidates (mixture of agents).",
         ),
         StrategySpec(
-            "adaptive", "short", "nothing", True, True, ("adaptive_step", "run_adaptive_offline"),
-            "Two models, then one more at a time while they disagree, until the target or budget.",
+            "adaptive", "short", "nothing", True, True,
+            ("sequential_step", "run_sequential_offline", "adaptive_step", "run_adaptive_offline"),
+            "The pair most likely per dollar to agree, then whom the lookahead picks while they "
+            "disagree, until the posterior target, panel size or budget (Beta rule: older runs).",
         ),
     )
 }  # fmt: skip

@@ -161,6 +161,12 @@ class OrchestrationInput(BaseModel):
     judge_model: str | None = None
     embedding_model: str | None = None
     max_tokens: int = Field(512, gt=0, le=8192)
+    knowledge_base_ids: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Knowledge bases of the tenant that ground retrieval subtasks and the plan's root "
+        "subtasks (their passages are cited as [K:<chunk id>]).",
+    )
 
 
 class Usage(BaseModel):
@@ -217,9 +223,22 @@ class RunOutcome(StrEnum):
     failed = "failed"
 
 
+class KbSource(BaseModel):
+    """A knowledge-base chunk shown to a subtask's panel (``label`` is how answers cite it)."""
+
+    label: str
+    knowledge_base_id: str
+    document_id: str
+    document_title: str
+    chunk_index: int
+    score: float
+    cited: bool = False  # the final answer cites its label
+
+
 class Citation(BaseModel):
     subtask_id: str
     models: list[str]
+    sources: list[KbSource] = Field(default_factory=list)
 
 
 class OrchestrationResult(BaseModel):

@@ -65,23 +65,40 @@ def _system_prompt(max_subtasks: int) -> str:
     )
 
 
-def planner_messages(task: str, *, max_subtasks: int = 6) -> list[dict[str, str]]:
-    """System + user messages asking a model for a strict JSON plan of ``task``."""
+KNOWLEDGE_BASE_HINT = (
+    "\n- This run has knowledge bases (the organisation's own documents). A subtask that needs "
+    'facts, policies or references from them gets capability "retrieval": it is answered from '
+    "passages searched in the knowledge bases for its instruction, so phrase that instruction as "
+    "a focused question."
+)
+
+
+def _system(max_subtasks: int, knowledge_bases: bool) -> str:
+    return _system_prompt(max_subtasks) + (KNOWLEDGE_BASE_HINT if knowledge_bases else "")
+
+
+def planner_messages(
+    task: str, *, max_subtasks: int = 6, knowledge_bases: bool = False
+) -> list[dict[str, str]]:
+    """System + user messages asking a model for a strict JSON plan of ``task``; with
+    ``knowledge_bases`` the planner is told it can plan ``retrieval`` subtasks over them."""
     max_subtasks = _check_max(max_subtasks)
     return [
-        {"role": "system", "content": _system_prompt(max_subtasks)},
+        {"role": "system", "content": _system(max_subtasks, knowledge_bases)},
         {"role": "user", "content": f"Task:\n{task.strip()}\n\nReturn the JSON plan."},
     ]
 
 
-def repair_messages(task: str, bad_output: str, error: str, *, max_subtasks: int = 6) -> list[dict[str, str]]:
+def repair_messages(
+    task: str, bad_output: str, error: str, *, max_subtasks: int = 6, knowledge_bases: bool = False
+) -> list[dict[str, str]]:
     """Messages asking the model to correct its previous, invalid plan (``error`` says why)."""
     max_subtasks = _check_max(max_subtasks)
     echoed = bad_output.strip()
     if len(echoed) > REPAIR_ECHO_CHARS:
         echoed = echoed[:REPAIR_ECHO_CHARS] + "\n…(truncated)"
     return [
-        {"role": "system", "content": _system_prompt(max_subtasks)},
+        {"role": "system", "content": _system(max_subtasks, knowledge_bases)},
         {"role": "user", "content": f"Task:\n{task.strip()}\n\nReturn the JSON plan."},
         {"role": "assistant", "content": echoed or "(empty answer)"},
         {

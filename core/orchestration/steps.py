@@ -18,12 +18,14 @@ from core.orchestration.contracts import (
     CandidateRecord,
     Citation,
     ConsensusRecord,
+    KbSource,
     PayloadRef,
     Plan,
     Strategy,
     Subtask,
     Usage,
 )
+from core.orchestration.progress import CloseRun, RecordProgressInput
 from core.providers.catalog import ModelEntry
 from core.providers.types import Message, ResponseFormat
 
@@ -103,6 +105,8 @@ class LoadModelsInput(BaseModel):
 
 class ModelsSnapshot(BaseModel):
     models: list[ModelEntry]
+    # Measured reliability per model of the tenant (graded models only; the rest keep 0.7).
+    reliabilities: dict[str, float] = Field(default_factory=dict)
 
 
 class PlanTaskInput(BaseModel):
@@ -129,13 +133,16 @@ class PrepareSubtaskInput(BaseModel):
     task: PayloadRef
     subtask: Subtask
     dependency_answers: dict[str, PayloadRef] = Field(default_factory=dict)
+    knowledge_base_ids: list[str] = Field(default_factory=list)
 
 
 class PreparedPrompt(BaseModel):
-    """The proposer messages of one subtask (JSON in the store) and their token count."""
+    """The proposer messages of one subtask (JSON in the store) and their token count, with the
+    knowledge-base passages the messages carry (``sources``)."""
 
     messages: PayloadRef
     prompt_tokens: int
+    sources: list[KbSource] = Field(default_factory=list)
 
 
 class ConsensusInput(BaseModel):
@@ -151,6 +158,9 @@ class ConsensusInput(BaseModel):
     max_models: int = 5
     remaining_budget_usd: Decimal = Decimal(0)
     next_model_cost_usd: Decimal | None = None
+    # Adaptive, cost-aware (sequential) scheme: every panel model in preference order with its
+    # expected call cost; ``weights`` then holds their reliabilities. None: the Beta rule.
+    pool_costs: dict[str, Decimal] | None = None
     judge_model: str | None = None
     embedding_model: str | None = None
     max_tokens: int = 512
@@ -164,6 +174,7 @@ class ConsensusResult(BaseModel):
     reason: str = ""
     calls: list[CallLlmResult] = Field(default_factory=list)
     cost_usd: Decimal = Field(Decimal(0), description="What this round's own model calls cost.")
+    ask: list[str] = Field(default_factory=list, description="Sequential scheme: whom to ask next.")
 
 
 class SynthesizeInput(BaseModel):
@@ -178,6 +189,10 @@ class SynthesizeInput(BaseModel):
     # synthesis.delta events are stored under seqs [delta_seq, delta_seq + max_deltas).
     delta_seq: int = 0
     max_deltas: int = 0
+    # Progress the workflow queued (events, consensus gradings), stored before the synthesis.
+    progress: RecordProgressInput | None = None
+    # Batched runs: close the run (runs row + terminal event) once the answer is stored.
+    close: CloseRun | None = None
 
 
 class SynthesizeResult(BaseModel):

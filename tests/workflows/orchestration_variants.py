@@ -4,11 +4,15 @@
 first command in ``orchestration_v1.json`` is the ``publish_run_event`` activity, so replay meets
 a different activity type. ``ConsensusActivityOrchestrationWorkflow`` drops the inline vote's
 patch guard (see its docstring) and must fail on ``orchestration_v2.json``.
+``BetaRuleOrchestrationWorkflow`` drops the sequential scheme's patch guard and
+``EagerProgressOrchestrationWorkflow`` the durable timer of batched progress; each must fail on
+``orchestration_v3.json``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -47,3 +51,30 @@ class ConsensusActivityOrchestrationWorkflow(OrchestrationWorkflow):
 
     def _vote_inline(self, *args: Any, **kwargs: Any) -> ConsensusResult | None:
         return None
+
+
+@workflow.defn(name="Orchestration")
+class BetaRuleOrchestrationWorkflow(OrchestrationWorkflow):
+    """Adaptive without the sequential scheme's patch guard: always the Beta rule over the panel
+    order. ``orchestration_v3.json`` (target 0.9) first asks Claude alone; this asks Claude and
+    gpt-4o-mini at once, a command the history does not have, so it must fail."""
+
+    @workflow.run
+    async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
+        return await super().run(inp)
+
+    def _pool(self, *args: Any, **kwargs: Any) -> dict[str, Decimal] | None:
+        return None
+
+
+@workflow.defn(name="Orchestration")
+class EagerProgressOrchestrationWorkflow(OrchestrationWorkflow):
+    """Batched progress writing a finished subtask's events at once instead of after a durable
+    timer: ``orchestration_v3.json`` has a timer started (and cancelled) where this has none."""
+
+    @workflow.run
+    async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
+        return await super().run(inp)
+
+    def _flush_soon(self, inp: OrchestrationInput) -> None:
+        self._start_flush(inp)

@@ -2,9 +2,11 @@
 
 ``orchestration_v1.json`` was recorded before the ``nexus-local-bookkeeping`` and
 ``nexus-inline-consensus`` patches (server-side bookkeeping activities, a ``run_consensus``
-activity per subtask); ``orchestration_v2.json`` on the current path (local bookkeeping, short
-answers voted in the workflow, independent events published concurrently). Both must replay:
-runs of either kind may be in flight during an upgrade.
+activity per subtask); ``orchestration_v2.json`` after them (local bookkeeping, short answers
+voted in the workflow, independent events published concurrently); ``orchestration_v3.json`` on
+the current path (``nexus-sequential-consensus``: adaptive picks whom to ask by the cost-aware
+sequential scheme; ``nexus-batched-progress``: one ``open_layer`` local activity per layer,
+events written in batches, the ``synthesize`` activity closes the run). All must replay: runs of any kind may be in flight during an upgrade.
 
 Record a new history after an intentional, versioned change with::
 
@@ -12,7 +14,9 @@ Record a new history after an intentional, versioned change with::
 
 The recording uses the plain pydantic converter (no encryption codec), so the committed JSON
 does not depend on a session's codec key. The recorded run has two parallel subtasks with two
-proposers each, majority consensus and a streamed synthesis.
+proposers each, majority consensus and a streamed synthesis (v1, v2); v3 is an adaptive run
+over Claude, gpt-4o-mini and Gemini at target 0.9 (the sequential scheme asks Claude alone, then
+the two cheap models at once; the Beta rule would ask Claude and gpt-4o-mini first).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -34,6 +39,7 @@ from temporalio.workflow import NondeterminismError
 from core.config import Settings
 from core.orchestration.contracts import Strategy
 from tests.workflows.orchestration_support import (
+    CLAUDE,
     GEMINI,
     MINI,
     orchestration_input,
@@ -41,15 +47,22 @@ from tests.workflows.orchestration_support import (
     two_facts_plan,
 )
 from tests.workflows.orchestration_variants import (
+    BetaRuleOrchestrationWorkflow,
     CatalogFirstOrchestrationWorkflow,
     ConsensusActivityOrchestrationWorkflow,
+    EagerProgressOrchestrationWorkflow,
 )
 from workers.main import build_worker
 from workflows.orchestrate import OrchestrationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
-RUN_IDS = {"v1": "nexus:t-replay:orchestration-v1", "v2": "nexus:t-replay:orchestration-v2"}
-RECORD_VERSION = "v2"  # where a new recording goes
+RUN_IDS = {v: f"nexus:t-replay:orchestration-{v}" for v in ("v1", "v2", "v3")}
+RECORD_VERSION = "v3"  # where a new recording goes
+# What each recorded run was asked to do (besides the task and the two-facts plan).
+RECORDED_RUNS: dict[str, dict[str, Any]] = {
+    "v2": {"strategy": Strategy.majority, "models": [MINI, GEMINI]},
+    "v3": {"strategy": Strategy.adaptive, "models": [CLAUDE, MINI, GEMINI], "confidence_target": 0.9},
+}
 
 
 def _path(version: str) -> Path:
@@ -73,7 +86,18 @@ def _markers(version: str) -> set[str]:
     return ids
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
+def _local_activities(version: str) -> list[str]:
+    """The activity types of the local activities recorded in a history, in order."""
+    types = []
+    for event in json.loads(_path(version).read_text())["events"]:
+        attrs = event.get("markerRecordedEventAttributes")
+        if attrs and attrs.get("markerName") == "core_local_activity":
+            (payload,) = attrs["details"]["data"]["payloads"]
+            types.append(json.loads(base64.b64decode(payload["data"]))["activity_type"])
+    return types
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 async def test_recorded_history_replays(version: str) -> None:
     replayer = Replayer(workflows=[OrchestrationWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(_history(version))
@@ -85,11 +109,22 @@ def test_histories_cover_the_old_and_the_new_path() -> None:
     v1, v2 = _path("v1").read_text(), _path("v2").read_text()
     assert "run_consensus" in v1
     assert "run_consensus" not in v2  # short answers were voted in the workflow
+    assert {"nexus-sequential-consensus", "nexus-batched-progress"} <= _markers("v3")
+    assert not {"nexus-sequential-consensus", "nexus-batched-progress"} & (_markers("v1") | _markers("v2"))
+    # One local activity for the one layer; events in batches, the synthesis closes the run.
+    assert _local_activities("v3") == ["open_layer"]
+    assert "finish_run" in _local_activities("v2")
+    assert "publish_run_event" in _local_activities("v2")
 
 
 @pytest.mark.parametrize(
     ("version", "variant"),
-    [("v1", CatalogFirstOrchestrationWorkflow), ("v2", ConsensusActivityOrchestrationWorkflow)],
+    [
+        ("v1", CatalogFirstOrchestrationWorkflow),
+        ("v2", ConsensusActivityOrchestrationWorkflow),
+        ("v3", BetaRuleOrchestrationWorkflow),
+        ("v3", EagerProgressOrchestrationWorkflow),
+    ],
 )
 async def test_non_deterministic_change_fails_replay(version: str, variant: type) -> None:
     replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter)
@@ -117,12 +152,7 @@ async def test_record_history(
     )
     queue = f"record-{uuid.uuid4().hex[:8]}"
     inp = orchestration_input(
-        "t-replay",
-        task,
-        plan=two_facts_plan(),
-        strategy=Strategy.majority,
-        models=[MINI, GEMINI],
-        synthesizer_model=MINI,
+        "t-replay", task, plan=two_facts_plan(), synthesizer_model=MINI, **RECORDED_RUNS[RECORD_VERSION]
     )
     async with build_worker(client, settings, sessions, redis_client, queue):
         handle = await client.start_workflow(

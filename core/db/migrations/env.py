@@ -15,6 +15,7 @@ import core.db.gateway_models  # noqa: F401  (registers the gateway tables on Ba
 import core.db.orchestration_models  # noqa: F401  (registers model_calls on Base.metadata)
 import core.db.pipeline_models  # noqa: F401  (registers the pipeline tables on Base.metadata)
 import core.db.rag_models  # noqa: F401  (registers the knowledge-base tables on Base.metadata)
+import core.db.reliability_models  # noqa: F401  (registers consensus_votes on Base.metadata)
 from core.db.models import Base
 
 config = context.config
