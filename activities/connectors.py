@@ -13,6 +13,7 @@ one async engine serves both kinds.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Coroutine
@@ -23,13 +24,16 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.connector_sinks import snapshot_dataset, start_ingestions
 from activities.pipeline_steps import PipelineActivities
 from activities.runs import require_own_workflow
 from connectors import registry
-from connectors.base import Connector, ConnectorError, SyncPage
+from connectors.base import Connector, ConnectorError, SyncPage, SyncRecord
 from connectors.jobs import JobRepository, PageOutcome, RecordsSink, Sink, SyncSuperseded
+from connectors.sinks import DatasetSink, DocumentDraft, FileFetch, KnowledgeBaseSink, file_download
 from connectors.store import ConnectionRepository, CredentialCipher, build_connector
 from core import events
 from core.config import Settings
@@ -44,6 +48,8 @@ from core.connector_contracts import (
     PageResult,
     PlanInput,
     SinkType,
+    SnapshotInput,
+    SnapshotResult,
     SyncEvent,
 )
 from core.contracts import RunStatus
@@ -53,6 +59,7 @@ from core.pipelines import templating
 from core.pipelines.contracts import StepCall, StepOutput
 from core.pipelines.definition import ConnectorStep
 from core.pipelines.repository import EffectRepository
+from core.rag.settings import rag_settings
 from core.runs import RunRepository
 
 T = TypeVar("T")
@@ -92,15 +99,24 @@ class ConnectorActivities:
         redis: Redis,
         settings: Settings,
         pipelines: PipelineActivities | None = None,
+        temporal: Client | None = None,
     ) -> None:
         self.sessions = sessions
         self.redis = redis
+        self.settings = settings
+        self.temporal = temporal
         self.section = settings.connectors
         self.cipher = CredentialCipher.from_settings(settings)
         self.pipelines = pipelines or PipelineActivities(sessions, redis, settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cache: OrderedDict[tuple[str, str, str], Connector] = OrderedDict()
-        self.sinks: dict[str, Sink] = {SinkType.records.value: RecordsSink()}
+        self.sinks: dict[str, Sink] = {
+            SinkType.records.value: RecordsSink(),
+            SinkType.dataset.value: DatasetSink(),
+        }
+        self.kb_sink = KnowledgeBaseSink(rag_settings(settings).max_upload_bytes)
+        if temporal is not None:  # documents are ingested by workflows this client starts
+            self.sinks[SinkType.knowledge_base.value] = self.kb_sink
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -181,7 +197,7 @@ class ConnectorActivities:
                 blocking = registry.get(conn.type).blocking
             except ConnectorError as exc:
                 raise connector_failure(exc) from None
-            result = BeginResult(pages_done=cp.pages_done, blocking=blocking)
+            result = BeginResult(pages_done=cp.pages_done, blocking=blocking, sink=job.sink_type)
         await events.announce(self.redis, inp.workflow_id, event)
         return result
 
@@ -205,7 +221,34 @@ class ConnectorActivities:
         row, credentials = await self._connection(inp.tenant_id, job.connection_id)
         return _Prepared(job, row, credentials, checkpoint, None)
 
-    async def _commit_page(self, inp: PageInput, job: ConnectorJob, page: SyncPage) -> PageResult:
+    async def _drafts(
+        self, job: ConnectorJob, row: Connection, page: SyncPage, connector: Connector | None
+    ) -> list[DocumentDraft] | None:
+        """The knowledge-base sink's documents of a page, rendered or downloaded before its commit."""
+        if job.sink_type != SinkType.knowledge_base.value:
+            return None
+        fetch: FileFetch | None = None
+        if connector is not None and not connector.blocking:
+            live = connector
+
+            async def download(record: SyncRecord) -> tuple[bytes, str]:
+                payload = file_download(row.type, job.object, record) or {}
+                if not payload.get("drive_id"):
+                    payload["drive_id"] = getattr(live.config, "drive_id", None) or ""
+                key = f"{job.id}:{record.external_id}:{record.modified_at.isoformat()}"
+                out = await live.run_action("download_file", payload, key)
+                return base64.b64decode(out["content_base64"]), str(out.get("content_type", ""))
+
+            fetch = download
+
+        try:
+            return await self.kb_sink.prepare(job, row.type, page.records, fetch)
+        except ConnectorError as exc:
+            raise connector_failure(exc) from None
+
+    async def _commit_page(
+        self, inp: PageInput, job: ConnectorJob, page: SyncPage, drafts: list[DocumentDraft] | None = None
+    ) -> PageResult:
         try:
             async with self.sessions() as session, session.begin():
                 outcome = await JobRepository(session).commit_page(
@@ -215,32 +258,51 @@ class ConnectorActivities:
                     page=page,
                     sink=self.sinks[job.sink_type],
                     seq=inp.seq,
+                    drafts=list(drafts) if drafts is not None else None,
                 )
         except SyncSuperseded as exc:
             raise fatal(str(exc), "SyncSuperseded") from None
+        except NexusError as exc:  # the sink's target is gone (e.g. the knowledge base was deleted)
+            raise fatal(exc.detail, "SinkUnavailable") from None
         if outcome.event is not None:
             await events.announce(self.redis, inp.workflow_id, outcome.event)
-        return _result(outcome)
+        return await self._after_page(inp, job, outcome)
+
+    async def _after_page(self, inp: PageInput, job: ConnectorJob, outcome: PageOutcome) -> PageResult:
+        """Start the ingestions of a committed page (again on a retry: the starts are idempotent)."""
+        result = _result(outcome)
+        if job.sink_type == SinkType.knowledge_base.value and self.temporal is not None:
+            try:
+                result.documents = await start_ingestions(
+                    self.sessions, self.temporal, self.settings, job, inp.workflow_id, outcome.pages_done
+                )
+            except NexusError as exc:
+                raise fatal(exc.detail, "SinkUnavailable") from None
+        return result
 
     @activity.defn(name="connector_sync_page")
     async def connector_sync_page(self, inp: PageInput) -> PageResult:
         """Read one page after the stored checkpoint, write it to the sink, advance the checkpoint."""
         prep = await self._prepare_page(inp)
         if prep.done is not None or prep.connection is None:
-            return _result(prep.done or PageOutcome(inp.expected_pages, 0, False, True))
+            return await self._after_page(
+                inp, prep.job, prep.done or PageOutcome(inp.expected_pages, 0, False, True)
+            )
         connector = self._connector(prep.connection, prep.credentials)
         try:
             page: SyncPage = await connector.read_page(prep.job.object, prep.checkpoint, inp.page_size)
         except ConnectorError as exc:
             raise connector_failure(exc) from None
-        return await self._commit_page(inp, prep.job, page)
+        drafts = await self._drafts(prep.job, prep.connection, page, connector)
+        return await self._commit_page(inp, prep.job, page, drafts)
 
     @activity.defn(name="connector_sync_page_blocking")
     def connector_sync_page_blocking(self, inp: PageInput) -> PageResult:
         """``connector_sync_page`` for blocking connectors (runs on the worker's thread pool)."""
         prep = self._on_loop(self._prepare_page(inp))
         if prep.done is not None or prep.connection is None:
-            return _result(prep.done or PageOutcome(inp.expected_pages, 0, False, True))
+            done = prep.done or PageOutcome(inp.expected_pages, 0, False, True)
+            return self._on_loop(self._after_page(inp, prep.job, done))
         connector = self._connector(prep.connection, prep.credentials)
         try:
             page: SyncPage = connector.read_page(prep.job.object, prep.checkpoint, inp.page_size)
@@ -248,7 +310,8 @@ class ConnectorActivities:
             raise connector_failure(exc) from None
         finally:
             connector.close()
-        return self._on_loop(self._commit_page(inp, prep.job, page))
+        drafts = self._on_loop(self._drafts(prep.job, prep.connection, page, None))
+        return self._on_loop(self._commit_page(inp, prep.job, page, drafts))
 
     @activity.defn(name="connector_sync_finish")
     async def connector_sync_finish(self, inp: FinishInput) -> None:
@@ -264,6 +327,8 @@ class ConnectorActivities:
             "records": inp.records,
             "pages_done": inp.pages_done,
         }
+        if inp.dataset_version is not None:
+            result["dataset_version"] = inp.dataset_version
         async with self.sessions() as session, session.begin():
             await JobRepository(session).finish(
                 inp.tenant_id, inp.job_id, inp.workflow_id, status=inp.status, error=inp.error
@@ -287,6 +352,20 @@ class ConnectorActivities:
                 seq=inp.seq,
             )
         await events.announce(self.redis, inp.workflow_id, event)
+
+    @activity.defn(name="connector_sync_snapshot")
+    async def connector_sync_snapshot(self, inp: SnapshotInput) -> SnapshotResult:
+        """The dataset sink: one immutable dataset version of the synced records per sync run."""
+        require_own_workflow(inp.workflow_id, inp.tenant_id)
+        try:
+            async with self.sessions() as session, session.begin():
+                job = await JobRepository(session).get(inp.tenant_id, inp.job_id)
+                out = await snapshot_dataset(session, job, inp.workflow_id, inp.created_by or "schedule")
+        except NexusError as exc:
+            raise fatal(exc.detail, "SinkUnavailable") from None
+        return SnapshotResult(
+            dataset_id=out["dataset"], version=out["version"], cases=out["cases"], replayed=out["replayed"]
+        )
 
     # --- pipeline connector steps ---------------------------------------------------------
 

@@ -176,10 +176,14 @@ class Connector(ABC):
         *,
         http: httpx.AsyncClient | None = None,
         verify: bool | str = True,
+        egress_allowlist: list[str] | None = None,
     ) -> None:
         self.config = config
         self.credentials = credentials
         self.verify = verify
+        # When set, HTTP connections go only to vetted public addresses (or these allowlisted
+        # hosts/ranges), resolved once per connection: DNS rebinding cannot reach private networks.
+        self.egress_allowlist = egress_allowlist
         self._http = http
         self._owns_http = http is None
 

@@ -10,6 +10,7 @@ request URLs (which may carry query values) never reach the message.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from connectors.base import Connector, ConnectorError, ErrorKind
+from core.pipelines.ssrf import GuardedTransport, UrlRefused
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _MAX_VENDOR_TEXT = 200
@@ -36,6 +38,13 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def tls_context(verify: bool | str) -> bool | ssl.SSLContext:
+    """httpx's ``verify``: a CA bundle path becomes an ``SSLContext`` (httpx deprecated paths)."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
 
 
 def kind_for_status(status: int) -> ErrorKind:
@@ -73,8 +82,9 @@ class HttpConnector(Connector):
         *,
         http: httpx.AsyncClient | None = None,
         verify: bool | str = True,
+        egress_allowlist: list[str] | None = None,
     ) -> None:
-        super().__init__(config, credentials, http=http, verify=verify)
+        super().__init__(config, credentials, http=http, verify=verify, egress_allowlist=egress_allowlist)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -82,9 +92,15 @@ class HttpConnector(Connector):
         if self._http is None:
             # redirects are not followed: a vendor answering with a redirect to elsewhere
             # must not make us call an unchecked host
-            self._http = httpx.AsyncClient(
-                verify=self.verify, timeout=DEFAULT_TIMEOUT, follow_redirects=False
-            )
+            if self.egress_allowlist is None:
+                self._http = httpx.AsyncClient(
+                    verify=tls_context(self.verify), timeout=DEFAULT_TIMEOUT, follow_redirects=False
+                )
+            else:
+                transport = GuardedTransport(self.egress_allowlist, verify=tls_context(self.verify))
+                self._http = httpx.AsyncClient(
+                    transport=transport, timeout=DEFAULT_TIMEOUT, follow_redirects=False, trust_env=False
+                )
         return self._http
 
     async def close(self) -> None:
@@ -135,6 +151,8 @@ class HttpConnector(Connector):
         """One HTTP call, no retries; non-2xx (other than ``ok``) raises ``ConnectorError``."""
         try:
             response = await self.client.request(method, url, **kwargs)
+        except UrlRefused as exc:  # the connection resolved to a refused address (e.g. DNS rebinding)
+            raise ConnectorError(f"{self.title} {what} refused: {exc}", kind=ErrorKind.config) from None
         except httpx.TimeoutException:
             raise ConnectorError(f"{self.title} {what} timed out", kind=ErrorKind.timeout) from None
         except httpx.TransportError as exc:

@@ -18,14 +18,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.base import SyncPage, SyncRecord
 from core import events
 from core.connector_contracts import SinkType, SyncEvent
-from core.db.connector_models import ConnectorCheckpoint, ConnectorJob, ConnectorRecord
+from core.db.connector_models import (
+    ConnectorCheckpoint,
+    ConnectorDocument,
+    ConnectorJob,
+    ConnectorRecord,
+    ConnectorRecordJob,
+)
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.governance.audit import append
 
@@ -45,16 +51,37 @@ class PageOutcome:
     event: events.Event | None = None
 
 
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need besides the records: the run, the page number, prepared documents."""
+
+    workflow_id: str
+    page: int
+    drafts: list[Any] | None = None
+
+
 class Sink(Protocol):
     """Writes one page of records inside the caller's transaction; returns records written."""
 
-    async def write(self, session: AsyncSession, job: ConnectorJob, records: list[SyncRecord]) -> int: ...
+    async def write(
+        self,
+        session: AsyncSession,
+        job: ConnectorJob,
+        records: list[SyncRecord],
+        ctx: SinkContext | None = None,
+    ) -> int: ...
 
 
 class RecordsSink:
     """The ``connector_records`` table: one row per (connection, object, external id)."""
 
-    async def write(self, session: AsyncSession, job: ConnectorJob, records: list[SyncRecord]) -> int:
+    async def write(
+        self,
+        session: AsyncSession,
+        job: ConnectorJob,
+        records: list[SyncRecord],
+        ctx: SinkContext | None = None,
+    ) -> int:
         latest: dict[str, SyncRecord] = {}
         for record in records:  # one row per id per statement (ON CONFLICT cannot hit a row twice)
             seen = latest.get(record.external_id)
@@ -90,6 +117,16 @@ class RecordsSink:
         # executemany: SQLAlchemy batches the rows into multi-row statements it compiles once
         await session.execute(stmt, rows)
         return len(rows)
+
+
+def skipped_by_kind(drafts: list[Any] | None) -> dict[str, int]:
+    """How many of a page's prepared documents the sink leaves out, by kind (counts only)."""
+    counts: dict[str, int] = {}
+    for draft in drafts or []:
+        kind = getattr(draft, "skip_kind", None)
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def record_text(obj: str, record: SyncRecord) -> str:
@@ -128,6 +165,7 @@ class JobRepository:
         schedule: dict[str, Any] | None,
         actor: str,
         job_id: str | None = None,
+        sink_options: dict[str, Any] | None = None,
     ) -> ConnectorJob:
         """Insert a job and its empty checkpoint; audited as ``connector_job.create``."""
         job = ConnectorJob(
@@ -137,6 +175,7 @@ class JobRepository:
             object=obj,
             sink_type=sink_type.value,
             sink_target=sink_target,
+            sink_options=sink_options or {},
             page_size=page_size,
             max_pages_per_minute=max_pages_per_minute,
             schedule=schedule,
@@ -218,6 +257,11 @@ class JobRepository:
             raise Conflict("the job is running; cancel its run first")
         cp = await self.checkpoint(tenant_id, job_id)
         await self.session.delete(cp)
+        await self.session.execute(
+            delete(ConnectorRecordJob).where(
+                ConnectorRecordJob.tenant_id == tenant_id, ConnectorRecordJob.job_id == job_id
+            )
+        )
         await self.session.flush()
         await self.session.delete(job)
         await self.session.flush()
@@ -238,6 +282,53 @@ class JobRepository:
             )
         )
         return int(count or 0)
+
+    async def records_page(
+        self, tenant_id: str, connection_id: str, obj: str, *, limit: int, after: int | None = None
+    ) -> list[ConnectorRecord]:
+        """Synced rows of (connection, object) in insertion order; ``after`` is the last row id."""
+        query = select(ConnectorRecord).where(
+            ConnectorRecord.tenant_id == tenant_id,
+            ConnectorRecord.connection_id == connection_id,
+            ConnectorRecord.object == obj,
+        )
+        if after is not None:
+            query = query.where(ConnectorRecord.id > after)
+        query = query.order_by(ConnectorRecord.id).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def documents_page(
+        self, tenant_id: str, job: ConnectorJob, *, limit: int, after: str | None = None
+    ) -> list[ConnectorDocument]:
+        """The knowledge-base sink's record → document links of the job's (connection, object)."""
+        query = select(ConnectorDocument).where(
+            ConnectorDocument.tenant_id == tenant_id,
+            ConnectorDocument.connection_id == job.connection_id,
+            ConnectorDocument.object == job.object,
+            ConnectorDocument.kb_id == uuid.UUID(job.sink_target),
+        )
+        if after is not None:
+            query = query.where(ConnectorDocument.external_id > after)
+        query = query.order_by(ConnectorDocument.external_id).limit(limit)
+        return list((await self.session.execute(query)).scalars())
+
+    async def set_schedule(
+        self, tenant_id: str, job_id: str, schedule: dict[str, Any] | None, *, actor: str, action: str
+    ) -> ConnectorJob:
+        """Store a job's schedule (``None`` removes it); audited as ``connector_job.<action>``."""
+        job = await self.get(tenant_id, job_id)
+        job.schedule = schedule
+        job.updated_at = dt.datetime.now(dt.UTC)
+        await self.session.flush()
+        await append(
+            self.session,
+            actor=actor,
+            action=f"connector_job.{action}",
+            tenant_id=tenant_id,
+            target=job_id,
+            data={"schedule": schedule},
+        )
+        return job
 
     async def begin(self, tenant_id: str, job_id: str, workflow_id: str) -> ConnectorCheckpoint:
         """Make ``workflow_id`` the job's running sync (idempotent for the same workflow).
@@ -267,18 +358,27 @@ class JobRepository:
         page: SyncPage,
         sink: Sink,
         seq: int,
+        drafts: list[Any] | None = None,
     ) -> PageOutcome:
         """Sink write + checkpoint advance + progress event, in the caller's transaction."""
         cp = await self.checkpoint(job.tenant_id, job.id, lock=True)
         replay = self.replayed(cp, workflow_id, expected_pages)
         if replay is not None:
             return replay
-        written = await sink.write(self.session, job, page.records)
+        ctx = SinkContext(workflow_id=workflow_id, page=expected_pages + 1, drafts=drafts)
+        written = await sink.write(self.session, job, page.records, ctx)
+        skipped = skipped_by_kind(drafts)
         cp.checkpoint = page.checkpoint if page.checkpoint is not None else cp.checkpoint
         cp.pages_done = expected_pages + 1
         cp.records_written = cp.records_written + written
         cp.has_more = page.has_more
         cp.last_page_records = written
+        if skipped:
+            cp.records_skipped = (cp.records_skipped or 0) + sum(skipped.values())
+            totals = dict(cp.skipped or {})
+            for kind, n in skipped.items():
+                totals[kind] = int(totals.get(kind, 0)) + n
+            cp.skipped = totals  # a new dict: JSONB columns track assignment, not mutation
         cp.updated_at = dt.datetime.now(dt.UTC)
         await self.session.flush()
         event = await events.store(
@@ -292,6 +392,8 @@ class JobRepository:
                 "records": written,
                 "records_total": cp.records_written,
                 "has_more": page.has_more,
+                "skipped": sum(skipped.values()),
+                "skipped_by_kind": skipped,
             },
             seq=seq,
         )

@@ -284,7 +284,10 @@ def _dump(credentials: dict[str, Any]) -> bytes:
 
 def build_connector(row: Connection, credentials: dict[str, Any], section: ConnectorsSettings) -> Connector:
     """A connector for ``row`` (the caller closes it)."""
-    return registry.build(row.type, row.config, credentials, verify=tls_verify(section))
+    egress = None if section.allow_private_hosts else list(section.allowed_hosts)
+    return registry.build(
+        row.type, row.config, credentials, verify=tls_verify(section), egress_allowlist=egress
+    )
 
 
 async def probe_connection(row: Connection, credentials: dict[str, Any], section: ConnectorsSettings) -> None:

@@ -80,6 +80,7 @@ class SyncInput(BaseModel):
     continued: bool = False
     blocking: bool = False
     pages_done: int = 0
+    sink: str = Field("", description="The job's sink type (set by begin; empty in older runs).")
     pages: int = Field(0, description="Pages read by this run chain so far.")
     records: int = Field(0, description="Records written by this run chain so far.")
     next_seq: int = 1
@@ -94,6 +95,7 @@ class SyncResult(BaseModel):
     records: int
     pages_done: int
     error: str | None = None
+    dataset_version: int | None = None
 
 
 class BeginInput(BaseModel):
@@ -107,6 +109,23 @@ class BeginInput(BaseModel):
 class BeginResult(BaseModel):
     pages_done: int
     blocking: bool
+    sink: str = ""
+
+
+class SnapshotInput(BaseModel):
+    """``connector_sync_snapshot``: the dataset sink's one version for this sync run."""
+
+    tenant_id: str
+    job_id: str
+    workflow_id: str
+    created_by: str = ""
+
+
+class SnapshotResult(BaseModel):
+    dataset_id: str
+    version: int
+    cases: int = 0
+    replayed: bool = False
 
 
 class PageInput(BaseModel):
@@ -139,6 +158,7 @@ class FinishInput(BaseModel):
     error: str | None = None
     seq: int
     created_by: str = ""
+    dataset_version: int | None = None
 
 
 # --- pipeline connector steps ---------------------------------------------------------------

@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         PageInput,
         PageResult,
+        SinkType,
+        SnapshotInput,
         SyncInput,
         SyncResult,
     )
@@ -41,6 +43,9 @@ PAGE_RETRY = RetryPolicy(
 )
 WRITE_TIMEOUT = timedelta(seconds=30)
 WRITE_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10))
+# Runs recorded before the dataset sink never ran ``connector_sync_snapshot``.
+DATASET_SINK_PATCH = "connector-dataset-sink"
+SNAPSHOT_TIMEOUT = timedelta(minutes=5)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -49,6 +54,7 @@ class ConnectorSyncWorkflow:
 
     def __init__(self) -> None:
         self.inp: SyncInput | None = None
+        self.dataset_version: int | None = None
 
     def _next_seq(self) -> int:
         assert self.inp is not None
@@ -75,6 +81,7 @@ class ConnectorSyncWorkflow:
                     retry_policy=WRITE_RETRY,
                 )
                 inp.pages_done, inp.blocking, inp.continued = begun.pages_done, begun.blocking, True
+                inp.sink = begun.sink
             pages_this_run = 0
             while True:
                 if pages_this_run >= inp.pages_per_run or workflow.info().is_continue_as_new_suggested():
@@ -88,6 +95,16 @@ class ConnectorSyncWorkflow:
                 inp.pages_done = page.pages_done
                 if not page.has_more:
                     break
+            if inp.sink == SinkType.dataset.value and workflow.patched(DATASET_SINK_PATCH):
+                snapshot = await workflow.execute_activity_method(
+                    ConnectorActivities.connector_sync_snapshot,
+                    SnapshotInput(
+                        tenant_id=inp.tenant_id, job_id=inp.job_id, workflow_id=wid, created_by=inp.created_by
+                    ),
+                    start_to_close_timeout=SNAPSHOT_TIMEOUT,
+                    retry_policy=WRITE_RETRY,
+                )
+                self.dataset_version = snapshot.version
         except (ActivityError, ApplicationError) as exc:
             if is_cancelled_exception(exc):
                 await asyncio.shield(asyncio.ensure_future(self._finish(wid, RunStatus.cancelled, None)))
@@ -105,6 +122,7 @@ class ConnectorSyncWorkflow:
             pages=inp.pages,
             records=inp.records,
             pages_done=inp.pages_done,
+            dataset_version=self.dataset_version,
         )
 
     async def _page(self, inp: SyncInput, wid: str) -> PageResult:
@@ -146,6 +164,7 @@ class ConnectorSyncWorkflow:
                 error=error,
                 seq=self._next_seq(),
                 created_by=inp.created_by,
+                dataset_version=self.dataset_version,
             ),
             start_to_close_timeout=WRITE_TIMEOUT,
             retry_policy=WRITE_RETRY,

@@ -13,14 +13,16 @@ import datetime as dt
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, SessionDep, StateDep
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
+from api.routes.connector_jobs import RecordPage, records_page
 from api.schemas import StrictModel
 from connectors import registry
 from connectors.base import ConnectorError
+from connectors.jobs import JobRepository
 from connectors.store import (
     ConnectionRepository,
     CredentialCipher,
@@ -185,3 +187,21 @@ async def test_connection(
         elapsed = (time.perf_counter() - started) * 1000
         return TestResult(ok=False, kind=exc.kind.value, message=exc.message, latency_ms=round(elapsed, 1))
     return TestResult(ok=True, latency_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+@router.get("/connections/{connection_id}/records", response_model=RecordPage)
+async def list_connection_records(
+    connection_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+    object: str = Query(min_length=1, max_length=100, description="The synced object, e.g. 'incident'."),
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> RecordPage:
+    """Records synced from this connection's ``object`` into the records table, oldest first."""
+    principal.require(Permission.runs_read)
+    row = await _repo(session, state).get(principal.tenant_id, connection_id)
+    return await records_page(
+        JobRepository(session), principal.tenant_id, row.id, object, limit, decode_cursor(cursor)
+    )

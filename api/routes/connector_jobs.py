@@ -1,9 +1,11 @@
-"""``/v1/connector-jobs``: sync jobs (connection + object → sink), their runs and schedules.
+"""``/v1/connector-jobs``: sync jobs (connection + object → sink) and their runs.
 
 A job's runs are ``ConnectorSync`` workflows (kind ``connector_sync`` in ``/v1/runs``, progress
-over ``/v1/runs/{id}/events``). With a ``schedule`` the job gets a Temporal Schedule
-``connector-schedule:{tenant}:{job}`` whose overlap policy defaults to ``skip``; deleting the
-job deletes its schedule. Only ids and counters enter the workflow input, never credentials.
+over ``/v1/runs/{id}/events``). Schedules (``PATCH``, ``/schedule/pause``, ``/unpause``) are in
+``api/routes/connector_schedules``; deleting a job deletes its schedule. Only ids and counters
+enter the workflow input, never credentials. Sinks: ``records`` (``GET /records``),
+``knowledge_base`` (one document per record, ingested by ``IngestDocument``) and ``dataset``
+(one eval dataset version per completed run).
 """
 
 from __future__ import annotations
@@ -11,61 +13,61 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, Field
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-)
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AppState, PrincipalDep, SessionDep, StateDep, TemporalDep
+from api.deps import PrincipalDep, SessionDep, StateDep, TemporalDep
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
+from api.routes.connector_schedules import (
+    RUN_TIMEOUT,
+    JobOut,
+    ScheduleSpecIn,
+    create_schedule,
+    delete_schedule,
+    sync_input,
+)
 from api.routes.runs import RunDetail
 from api.run_start import start_once
 from api.schemas import StrictModel
 from connectors import registry
 from connectors.base import ConnectorError
 from connectors.jobs import JobRepository
+from connectors.sinks import check_options
 from connectors.store import ConnectionRepository, CredentialCipher
 from core import events
-from core.connector_contracts import RUN_KIND, WORKFLOW_NAME, SinkType, SyncInput
-from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID, RunStatus
-from core.db.connector_models import ConnectorCheckpoint, ConnectorJob
+from core.connector_contracts import RUN_KIND, WORKFLOW_NAME, SinkType
+from core.contracts import RunStatus
+from core.db.connector_models import ConnectorDocument, ConnectorRecord
 from core.errors import Conflict, ValidationFailed
 from core.governance.audit import append
 from core.identity import Permission, Principal
+from core.rag.store import RagRepository
 from core.runs import RunRepository, key_from_idempotency, status_from_temporal, workflow_id
 
 router = APIRouter(tags=["connector-jobs"])
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-RUN_TIMEOUT = dt.timedelta(days=7)
-_OVERLAP = {
-    "skip": ScheduleOverlapPolicy.SKIP,
-    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
-    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
-    "terminate_other": ScheduleOverlapPolicy.TERMINATE_OTHER,
-}
+
+_DATASET_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class SinkSpec(StrictModel):
     type: SinkType = SinkType.records
-    target: str = Field("", max_length=200, description="Knowledge base id for the knowledge_base sink.")
-
-
-class ScheduleSpecIn(StrictModel):
-    cron: str | None = Field(None, max_length=200, description="Cron expression (UTC), e.g. '0 * * * *'.")
-    interval_s: int | None = Field(None, ge=60, le=86400 * 31, description="Run every N seconds.")
-    overlap: Literal["skip", "buffer_one", "cancel_other", "terminate_other"] = "skip"
+    target: str = Field(
+        "",
+        max_length=200,
+        description="knowledge_base: the knowledge base id or name; dataset: the dataset id (created "
+        "when missing); records: empty.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="knowledge_base: {title, text, metadata} templates; dataset: {input, expected, "
+        "contexts, tags, id} templates (sandboxed Jinja2 over record, external_id, object, modified_at).",
+    )
 
 
 class JobCreate(StrictModel):
@@ -77,108 +79,66 @@ class JobCreate(StrictModel):
     schedule: ScheduleSpecIn | None = None
 
 
-class JobOut(BaseModel):
-    id: str
-    connection_id: str
-    object: str
-    sink: dict[str, str]
-    page_size: int
-    max_pages_per_minute: int | None
-    schedule: dict[str, Any] | None
-    schedule_id: str | None
-    status: str
-    last_run_id: str | None
-    last_error: str | None
-    runs_started: int
-    pages_done: int
-    records_written: int
-    checkpoint: dict[str, Any] | None
-    created_by: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-    @classmethod
-    def of(cls, job: ConnectorJob, cp: ConnectorCheckpoint | None) -> JobOut:
-        return cls(
-            id=job.id,
-            connection_id=job.connection_id,
-            object=job.object,
-            sink={"type": job.sink_type, "target": job.sink_target},
-            page_size=job.page_size,
-            max_pages_per_minute=job.max_pages_per_minute,
-            schedule=job.schedule,
-            schedule_id=schedule_id(job.tenant_id, job.id) if job.schedule else None,
-            status=job.status,
-            last_run_id=job.last_workflow_id,
-            last_error=job.last_error,
-            runs_started=job.runs_started,
-            pages_done=cp.pages_done if cp else 0,
-            records_written=cp.records_written if cp else 0,
-            checkpoint=cp.checkpoint if cp else None,
-            created_by=job.created_by,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-        )
-
-
 class JobPage(BaseModel):
     data: list[JobOut]
     next_cursor: str | None
 
 
-def schedule_id(tenant_id: str, job_id: str) -> str:
-    """The Temporal Schedule id of a job."""
-    return f"connector-schedule:{tenant_id}:{job_id}"
+class RecordOut(BaseModel):
+    """One synced record (records/dataset sinks) or record → document link (knowledge_base sink)."""
 
+    external_id: str
+    modified_at: dt.datetime
+    data: dict[str, Any] | None = None
+    writes: int | None = None
+    synced_at: dt.datetime | None = None
+    document_id: str | None = None
+    version: int | None = None
+    sha256: str | None = None
 
-def sync_input(state: AppState, job: ConnectorJob, actor: str) -> SyncInput:
-    """The workflow input of a job's run: ids and paging settings only."""
-    return SyncInput(
-        tenant_id=job.tenant_id,
-        job_id=job.id,
-        page_size=job.page_size,
-        pages_per_run=state.settings.connectors.pages_per_run,
-        max_pages_per_minute=job.max_pages_per_minute,
-        page_timeout_s=state.settings.connectors.page_timeout_s,
-        created_by=actor,
-    )
-
-
-def _attributes(principal: Principal) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(SA_TENANT_ID, principal.tenant_id),
-            SearchAttributePair(SA_RUN_KIND, RUN_KIND),
-            SearchAttributePair(SA_CREATED_BY, principal.actor),
-        ]
-    )
-
-
-async def _create_schedule(
-    temporal: Client, state: AppState, job: ConnectorJob, spec: ScheduleSpecIn, principal: Principal
-) -> None:
-    if spec.cron:
-        when = ScheduleSpec(cron_expressions=[spec.cron])
-    else:
-        assert spec.interval_s is not None
-        when = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=dt.timedelta(seconds=spec.interval_s))])
-    action = ScheduleActionStartWorkflow(
-        WORKFLOW_NAME,
-        sync_input(state, job, "schedule"),
-        id=workflow_id(RUN_KIND, job.tenant_id, f"{job.id}.sched"),
-        task_queue=state.settings.temporal.task_queue,
-        execution_timeout=RUN_TIMEOUT,
-        typed_search_attributes=_attributes(principal),
-    )
-    try:
-        await temporal.create_schedule(
-            schedule_id(job.tenant_id, job.id),
-            Schedule(action=action, spec=when, policy=SchedulePolicy(overlap=_OVERLAP[spec.overlap])),
+    @classmethod
+    def of_record(cls, row: ConnectorRecord) -> RecordOut:
+        return cls(
+            external_id=row.external_id,
+            modified_at=row.modified_at,
+            data=row.data,
+            writes=row.writes,
+            synced_at=row.synced_at,
         )
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.INVALID_ARGUMENT:
-            raise ValidationFailed("the schedule was refused (check the cron expression)") from None
-        raise
+
+    @classmethod
+    def of_link(cls, row: ConnectorDocument) -> RecordOut:
+        return cls(
+            external_id=row.external_id,
+            modified_at=row.modified_at,
+            document_id=str(row.document_id),
+            version=row.version,
+            sha256=row.sha256,
+            synced_at=row.updated_at,
+        )
+
+
+class RecordPage(BaseModel):
+    data: list[RecordOut]
+    next_cursor: str | None
+
+
+async def _sink_target(session: Any, principal: Principal, sink: SinkSpec) -> tuple[str, dict[str, Any]]:
+    """The stored sink target (a knowledge base by id) and the validated options."""
+    options = check_options(sink.type, sink.options)
+    if sink.type is SinkType.knowledge_base:
+        repo = RagRepository.from_session(session)
+        kb = await repo.kb_by_name(principal.tenant_id, sink.target)
+        if kb is None:
+            kb = await repo.get_kb(principal.tenant_id, sink.target)  # NotFound for another tenant's
+        return str(kb.id), options
+    if sink.type is SinkType.dataset:
+        if not _DATASET_SLUG.match(sink.target):
+            raise ValidationFailed("the dataset sink needs a dataset id as its target ([a-z0-9][a-z0-9_.-]*)")
+        return sink.target, options
+    if sink.target:
+        raise ValidationFailed("the records sink takes no target")
+    return "", options
 
 
 @router.post("/connector-jobs", response_model=JobOut, status_code=201)
@@ -189,8 +149,7 @@ async def create_job(
     principal.require(Permission.connections_manage)
     if body.schedule is not None and bool(body.schedule.cron) == bool(body.schedule.interval_s):
         raise ValidationFailed("a schedule needs exactly one of 'cron' or 'interval_s'")
-    if body.sink.type is not SinkType.records:
-        raise ValidationFailed(f"sink {body.sink.type.value!r} is not available yet")
+    sink_target, sink_options = await _sink_target(session, principal, body.sink)
     conn = await ConnectionRepository(session, CredentialCipher.from_settings(state.settings)).get(
         principal.tenant_id, body.connection
     )
@@ -208,7 +167,8 @@ async def create_job(
         connection_id=conn.id,
         obj=body.object,
         sink_type=body.sink.type,
-        sink_target=body.sink.target,
+        sink_target=sink_target,
+        sink_options=sink_options,
         page_size=body.page_size or state.settings.connectors.page_size,
         max_pages_per_minute=body.max_pages_per_minute,
         schedule=body.schedule.model_dump() if body.schedule else None,
@@ -216,7 +176,7 @@ async def create_job(
     )
     await session.refresh(job)
     if body.schedule is not None:
-        await _create_schedule(temporal, state, job, body.schedule, principal)
+        await create_schedule(temporal, state, job, body.schedule, principal)
     return JobOut.of(job, await repo.checkpoint(principal.tenant_id, job.id))
 
 
@@ -255,11 +215,7 @@ async def delete_job(
     principal.require(Permission.connections_manage)
     job = await JobRepository(session).delete(principal.tenant_id, job_id, actor=principal.actor)
     if job.schedule:
-        try:
-            await temporal.get_schedule_handle(schedule_id(principal.tenant_id, job_id)).delete()
-        except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND:
-                raise
+        await delete_schedule(temporal, principal.tenant_id, job_id)
     return Response(status_code=204)
 
 
@@ -349,6 +305,45 @@ async def cancel_job_run(
             data={"kind": RUN_KIND, "job": job.id},
         )
     return JobOut.of(job, await repo.checkpoint(principal.tenant_id, job_id))
+
+
+@router.get("/connector-jobs/{job_id}/records", response_model=RecordPage)
+async def list_job_records(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> RecordPage:
+    """What the job's sink holds: the synced records (records and dataset sinks), or for the
+    knowledge_base sink each record's document id and version. Oldest first."""
+    principal.require(Permission.runs_read)
+    repo = JobRepository(session)
+    job = await repo.get(principal.tenant_id, job_id)
+    after = decode_cursor(cursor)
+    if job.sink_type == SinkType.knowledge_base.value:
+        last = str(after[0]) if after else None
+        links = await repo.documents_page(principal.tenant_id, job, limit=limit + 1, after=last)
+        more = len(links) > limit
+        links = links[:limit]
+        nxt = encode_cursor([links[-1].external_id]) if more and links else None
+        return RecordPage(data=[RecordOut.of_link(r) for r in links], next_cursor=nxt)
+    return await records_page(repo, principal.tenant_id, job.connection_id, job.object, limit, after)
+
+
+async def records_page(
+    repo: JobRepository, tenant_id: str, connection_id: str, obj: str, limit: int, after: list[Any] | None
+) -> RecordPage:
+    """One page of ``connector_records`` of (connection, object), keyset on the row id."""
+    if after is not None and (len(after) != 1 or not isinstance(after[0], int)):
+        raise ValidationFailed("invalid cursor")
+    rows = await repo.records_page(
+        tenant_id, connection_id, obj, limit=limit + 1, after=after[0] if after else None
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor([rows[-1].id]) if more and rows else None
+    return RecordPage(data=[RecordOut.of_record(r) for r in rows], next_cursor=nxt)
 
 
 async def _running(temporal: Client, wid: str) -> bool:

@@ -13,6 +13,10 @@
 - ``connector_documents`` (migration 0013): the knowledge-base sink's link from a source record
   ``(knowledge base, connection, object, external id)`` to the knowledge-base document holding
   its current content; an updated record moves the link to a new document (``version`` + 1).
+- ``connector_record_jobs`` (migration 0014): which jobs wrote which ``connector_records`` row.
+  Several jobs may sync the same (connection, object) and share its rows; the dataset sink
+  snapshots only the rows its own job wrote. The checkpoint's ``records_skipped`` / ``skipped``
+  (also 0014) count the records a sink left out, by kind.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ class ConnectorCheckpoint(Base):
     records_written: Mapped[int] = mapped_column(BigInteger, default=0)
     has_more: Mapped[bool] = mapped_column(default=True)
     last_page_records: Mapped[int] = mapped_column(Integer, default=0)
+    # records a sink left out (knowledge base: template errors, unsupported files, folders)
+    records_skipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    skipped: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict, server_default="{}")
     owner_workflow_id: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
@@ -125,6 +132,19 @@ class ConnectorRecord(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     writes: Mapped[int] = mapped_column(Integer, default=1)
     synced_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class ConnectorRecordJob(Base):
+    """A job wrote this ``connector_records`` row (a row shared by jobs has one entry per job)."""
+
+    __tablename__ = "connector_record_jobs"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "job_id", "connection_id", "object", "external_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64))
+    connection_id: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(100))
+    external_id: Mapped[str] = mapped_column(String(300))
 
 
 class ConnectorDocument(Base):

@@ -256,5 +256,12 @@ async def test_connector_tables_match_their_migration(engine: AsyncEngine) -> No
                 MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
             )
         )
-    ours = {"connections", "connector_jobs", "connector_checkpoints", "connector_records"}
+    ours = {
+        "connections",
+        "connector_jobs",
+        "connector_checkpoints",
+        "connector_records",
+        "connector_documents",
+        "connector_record_jobs",
+    }
     assert [d for d in diffs if ours & set(_tables_of(d))] == []

@@ -4,12 +4,21 @@ payloads (raw or decrypted with the codec), API responses, audit data or other t
 One connection per vendor is created with distinctive secrets, then used by a sync run (async
 connector), a blocking sync (Salesforce), a pipeline creating a case and an incident that fails
 and compensates, and the test endpoint with wrong credentials (error paths). Everything those
-produced is then searched for the secret strings.
+produced is then searched for the secret strings. A second test runs syncs through a real worker
+process logging at DEBUG to a file and searches that file.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 
+from connectors.jobs import JobRepository
 from connectors.simulators.serve import RunningSimulator
+from connectors.store import ConnectionRepository, CredentialCipher
 from core.config import Settings
+from core.connector_contracts import WORKFLOW_NAME, SinkType, SyncInput, SyncResult
 from core.temporal.client import connect, make_codec
 from tests import connector_support as support
 from tests.conftest import auth
@@ -36,6 +48,8 @@ from tests.connector_support import (
     start_run,
     wait_run,
 )
+from tests.e2e.test_pipeline_crash import ROOT, worker_env
+from tests.workflows.conftest import temporal_client, tenant
 from tests.workflows.pipeline_support import new_wid, run_input
 from tests.workflows.test_connector_saga import saga_pipeline
 from workflows.pipeline import PipelineWorkflow
@@ -45,6 +59,7 @@ salesforce_sim = support.salesforce_sim
 conn_settings = support.conn_settings
 conn_api = support.conn_api
 conn_worker = support.conn_worker
+__all__ = ["temporal_client", "tenant"]
 
 SECRETS = (SN_PASSWORD, SF_SECRET)
 
@@ -170,3 +185,82 @@ async def test_credentials_never_leave_the_credentials_column(
             )
             for (value,) in rows:
                 assert_clean(value or "", f"table {table}")
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.main"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def test_worker_process_log_holds_no_credentials(
+    temporal_client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: str,
+    servicenow_sim: RunningSimulator,
+    tmp_path: Path,
+) -> None:
+    """A real ``python -m workers.main`` process at DEBUG writes its log file; a good sync and a
+    sync refused for wrong credentials (the wrong password starts with the real one) leave no
+    credential in it."""
+    async with sessions() as session, session.begin():
+        repo = ConnectionRepository(session, CredentialCipher.from_settings(settings))
+        jobs = JobRepository(session)
+        job_ids = []
+        for name, password in (("snow-log", SN_PASSWORD), ("snow-log-bad", SN_PASSWORD + "-wrong")):
+            conn = await repo.create(
+                tenant_id=tenant,
+                name=name,
+                type_="servicenow",
+                config={"instance_url": servicenow_sim.base_url},
+                credentials={"username": "integration", "password": password},
+                actor="test",
+            )
+            job = await jobs.create(
+                tenant_id=tenant,
+                connection_id=conn.id,
+                obj="incident",
+                sink_type=SinkType.records,
+                sink_target="",
+                page_size=20,
+                max_pages_per_minute=None,
+                schedule=None,
+                actor="test",
+            )
+            job_ids.append(job.id)
+    queue = f"secrets-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    env = {**worker_env(settings, queue), "NEXUS_LOG_LEVEL": "DEBUG"}
+    env["NEXUS_CONNECTORS__ALLOWED_HOSTS"] = json.dumps(["127.0.0.1"])
+    proc = _start_worker(env, log)
+    try:
+        results = []
+        for job_id in job_ids:
+            handle = await temporal_client.start_workflow(
+                WORKFLOW_NAME,
+                SyncInput(tenant_id=tenant, job_id=job_id, page_size=20),
+                id=f"connector_sync:{tenant}:{job_id}.log",
+                task_queue=queue,
+                result_type=SyncResult,
+            )
+            try:
+                results.append((await asyncio.wait_for(handle.result(), 120)).status)
+            except WorkflowFailureError as exc:
+                results.append(f"failed: {exc.cause}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    assert results[0] == "completed"
+    assert results[1].startswith("failed")
+    written = log.read_bytes()
+    assert b"worker started" in written  # the search below really read the worker's log
+    assert b"DEBUG" in written  # at DEBUG level (the HTTP clients log their requests there)
+    assert_clean(written, "the worker's log file")
