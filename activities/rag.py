@@ -3,6 +3,10 @@
 Every write is idempotent: parsed text under ``{workflow_id}:text``, chunks under
 ``UNIQUE(document_id, chunk_index)``, vectors only where none is stored yet, and the status flip
 is a plain UPDATE. Malformed documents fail non-retryably (``UnsupportedDocument``).
+
+A document erased while its ingestion runs (a connector sink replaced it, or it was deleted)
+fails the activity non-retryably as ``DocumentDeleted``: retrying cannot bring it back, and the
+workflow ends the run cleanly with the status ``deleted`` (see ``workflows/ingest``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.llm import heartbeating
 from activities.runs import RunActivities, require_own_workflow
-from core.errors import NexusError
+from core.db.rag_models import KbDocument
+from core.errors import NexusError, NotFound
 from core.payloads import PayloadStore
 from core.providers.errors import ProviderError
 from core.providers.registry import ProviderRegistry
@@ -40,6 +45,22 @@ from core.rag.parse import UnsupportedDocument, parse
 from core.rag.settings import RagSettings
 from core.rag.store import RagRepository
 from core.rag.uploads import get_bytes
+
+DOCUMENT_DELETED = "DocumentDeleted"  # the ApplicationError type of an erased document
+DELETED_STATUS = "deleted"  # IngestResult.status of a run whose document was erased meanwhile
+
+
+def document_deleted() -> ApplicationError:
+    """The terminal failure of an activity whose document no longer exists."""
+    return ApplicationError("the document no longer exists", type=DOCUMENT_DELETED, non_retryable=True)
+
+
+async def require_document(repo: RagRepository, tenant_id: str, document_id: str) -> KbDocument:
+    """The document, or the non-retryable ``DocumentDeleted`` failure when it was erased."""
+    try:
+        return await repo.document_by_id(tenant_id, document_id)
+    except NotFound:
+        raise document_deleted() from None
 
 
 async def embed_and_store(
@@ -95,6 +116,8 @@ class RagActivities(RunActivities):
         """Extract the text of the upload (in a thread) and store it; marks the document indexing."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
         async with self._sessions() as session:
+            repo = RagRepository.from_session(session)
+            await require_document(repo, inp.tenant_id, inp.document_id)
             data = await get_bytes(session, inp.tenant_id, inp.source)
         try:
             doc = await asyncio.to_thread(parse, data, inp.content_type, self._settings.max_text_chars)
@@ -104,9 +127,9 @@ class RagActivities(RunActivities):
             ref = await PayloadStore(max_bytes=8 * self._settings.max_text_chars).put(
                 session, inp.tenant_id, doc.text, idempotency_key=f"{inp.workflow_id}:text"
             )
-            await RagRepository.from_session(session).set_status(
-                inp.tenant_id, inp.document_id, DocumentStatus.indexing
-            )
+            repo = RagRepository.from_session(session)
+            await require_document(repo, inp.tenant_id, inp.document_id)
+            await repo.set_status(inp.tenant_id, inp.document_id, DocumentStatus.indexing)
         return ParseResult(text=ref, structure=doc.structure, chars=len(doc.text))
 
     @activity.defn(name="rag_pii_hook")
@@ -124,7 +147,7 @@ class RagActivities(RunActivities):
         chunks = await asyncio.to_thread(chunk_text, text, inp.structure, inp.chunk_tokens, inp.chunk_overlap)
         async with self._sessions() as session, session.begin():
             repo = RagRepository.from_session(session)
-            doc = await repo.document_by_id(inp.tenant_id, inp.document_id)
+            doc = await require_document(repo, inp.tenant_id, inp.document_id)
             await repo.insert_chunks(inp.tenant_id, doc.kb_id, inp.document_id, chunks)
         return ChunkResult(chunk_count=len(chunks))
 
@@ -134,7 +157,7 @@ class RagActivities(RunActivities):
         require_own_workflow(inp.workflow_id, inp.tenant_id)
         async with self._sessions() as session:
             repo = RagRepository.from_session(session)
-            doc = await repo.document_by_id(inp.tenant_id, inp.document_id)
+            doc = await require_document(repo, inp.tenant_id, inp.document_id)
             kb = await repo.get_kb(inp.tenant_id, doc.kb_id)
             # The model the knowledge base is on (or moving to) now, not the one at upload time:
             # a switch that completed meanwhile must not leave this document on the old model.
@@ -158,6 +181,7 @@ class RagActivities(RunActivities):
                 await repo.delete_chunks(inp.tenant_id, inp.document_id)
                 await repo.set_status(inp.tenant_id, inp.document_id, DocumentStatus.failed, error=inp.error)
                 return FinalizeResult(status=DocumentStatus.failed, chunk_count=0)
+            await require_document(repo, inp.tenant_id, inp.document_id)
             total, embedded = await repo.chunk_counts(inp.tenant_id, inp.document_id)
             if total != inp.chunk_count or embedded != total:
                 raise ApplicationError(f"{embedded}/{total} chunks embedded, expected {inp.chunk_count}")

@@ -3,7 +3,8 @@
 The document's bytes and text travel as payload references; chunks and vectors stay in
 Postgres. The document becomes searchable only in the last activity (``rag_finalize``), so a
 crash anywhere before leaves nothing half-indexed visible; a resumed run skips batches whose
-vectors are already stored.
+vectors are already stored. A document erased meanwhile (its activities fail as
+``DocumentDeleted``) ends the run as completed with the status ``deleted``, not as a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.rag import RagActivities
+    from activities.rag import DELETED_STATUS, DOCUMENT_DELETED, RagActivities
     from core.contracts import EventType, FinishRunInput, PublishEventInput, RunStatus
     from core.rag.contracts import (
         RUN_KIND,
@@ -40,6 +41,8 @@ RETRY = RetryPolicy(
 STEP_TIMEOUT = timedelta(minutes=5)
 # Runs recorded before this never saw a finalize answer "indexing" (stale vectors).
 STALE_VECTORS_PATCH = "ingest-stale-vectors"
+# Runs recorded before this failed when their document was erased while they ran.
+DOCUMENT_DELETED_PATCH = "ingest-document-deleted"
 MAX_MODEL_ROUNDS = 3
 EMBED_HEARTBEAT = timedelta(seconds=10)
 WRITE_TIMEOUT = timedelta(seconds=30)
@@ -126,11 +129,21 @@ class IngestDocumentWorkflow:
                 raise
             if not isinstance(exc, ActivityError | ApplicationError):
                 raise  # a workflow bug: fail the task so a fixed worker can resume
+            if _document_deleted(exc) and workflow.patched(DOCUMENT_DELETED_PATCH):
+                return await self._deleted(inp)
             reason = _short_reason(exc)
             await self._fail(inp, RunStatus.failed, EventType.failed, reason)
             raise ApplicationError(
                 f"ingestion failed: {reason}", type="IngestFailed", non_retryable=True
             ) from exc
+
+    async def _deleted(self, inp: IngestInput) -> IngestResult:
+        """The document was erased while this ran: nothing is left to index, the run ends cleanly."""
+        result = IngestResult(document_id=inp.document_id, status=DELETED_STATUS, chunk_count=0)
+        await self._finish(
+            inp, RunStatus.completed, EventType.completed, result.model_dump(), result.model_dump()
+        )
+        return result
 
     async def _embed(self, inp: IngestInput, total: int) -> None:
         """Every batch of chunks (a batch embeds only chunks not yet on the knowledge base's model)."""
@@ -214,6 +227,16 @@ class IngestDocumentWorkflow:
             start_to_close_timeout=WRITE_TIMEOUT,
             retry_policy=RETRY,
         )
+
+
+def _document_deleted(exc: BaseException) -> bool:
+    """Whether the failure is an activity's ``DocumentDeleted`` (the document was erased)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == DOCUMENT_DELETED:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _short_reason(exc: BaseException) -> str:

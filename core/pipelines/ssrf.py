@@ -178,8 +178,8 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
     async def connect_unix_socket(
         self,
         path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore backend interface)
+        socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         """Unix sockets are never a destination for user-given URLs."""
         raise UrlRefused("unix sockets may not be called")
