@@ -107,7 +107,7 @@ class CallContext:
 
 def candidates_for(gw: Gateway, principal: Principal, name: str, req: ChatRequest | None) -> CallContext:
     """The models to try for ``name``, filtered by the key's scopes and the request's needs."""
-    is_route = name not in {m.id for m in gw.catalog.models}
+    is_route = not gw.catalog.has_model(name)
     scope = f"routes:{name}" if is_route else f"models:{name}"
     if not principal.allows_scope(scope):
         # Indistinguishable from a missing model: a key learns nothing about what it cannot use.

@@ -122,10 +122,25 @@ def from_micro(micro: int) -> Decimal:
     return Decimal(micro) / MICRO
 
 
+_current_month: tuple[float, float, str] = (0.0, 0.0, "")  # [start, end) in Unix time, and its key
+
+
 def month_key(when: dt.datetime | float | None = None) -> str:
-    """``YYYY-MM`` in UTC of a datetime or a Unix time (now by default)."""
+    """``YYYY-MM`` in UTC of a datetime or a Unix time (now by default).
+
+    "Now" is answered from the current month's bounds, computed once a month: this runs on
+    every gateway call.
+    """
+    global _current_month
     if when is None:
-        when = time.time()
+        now = time.time()
+        start, end, key = _current_month
+        if start <= now < end:
+            return key
+        key = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m")
+        first, after = month_bounds(key)
+        _current_month = (first.timestamp(), after.timestamp(), key)
+        return key
     moment = dt.datetime.fromtimestamp(when, dt.UTC) if isinstance(when, float | int) else when
     return moment.astimezone(dt.UTC).strftime("%Y-%m")
 

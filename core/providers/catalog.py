@@ -241,6 +241,10 @@ class Catalog:
         """Every callable model, in catalog order."""
         return list(self._models.values())
 
+    def has_model(self, model_id: str) -> bool:
+        """Whether ``model_id`` is a callable model (not a route group); O(1) on the hot path."""
+        return model_id in self._models
+
     @property
     def route_groups(self) -> list[RouteGroup]:
         """Every route group with at least one callable member."""

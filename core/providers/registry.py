@@ -49,7 +49,7 @@ def missing_capabilities(model: ModelEntry, req: ChatRequest) -> list[Capability
     needed = {Capability.chat}
     if req.tools:
         needed.add(Capability.tools)
-    if any(m.images() for m in req.messages):
+    if any(isinstance(m.content, list) and m.images() for m in req.messages):
         needed.add(Capability.vision)
     if req.response_format is not None and req.response_format.type != "text":
         needed.add(Capability.json)

@@ -249,3 +249,18 @@ async def test_rebuild_month_equals_the_sum_of_the_logs(
         assert (await budget_status(redis, tenant)).spent_usd == 99
         await rebuild_month(redis, session, month, tenant_id=tenant_id, exact=True)
     assert (await budget_status(redis, tenant)).spent_usd == total
+
+
+def test_month_key_now_rolls_over_at_the_month_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached "current month" answers until the boundary, then moves on (UTC)."""
+    import datetime as dt
+
+    from core.gateway import budgets
+
+    last_second = dt.datetime(2026, 11, 30, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+    monkeypatch.setattr(budgets.time, "time", lambda: last_second)
+    assert budgets.month_key() == "2026-11"
+    monkeypatch.setattr(budgets.time, "time", lambda: last_second + 1)
+    assert budgets.month_key() == "2026-12"
+    monkeypatch.setattr(budgets.time, "time", lambda: last_second - 86400 * 40)
+    assert budgets.month_key() == "2026-10"
