@@ -458,8 +458,8 @@ HOT_PATH = (
 IDLE_LEAVES = ("Condition.wait ", "Event.wait ", "Queue.get ", "Thread.join ", "select ", "epoll")
 
 
-def profile(api_pid: int, target: Target, seconds: float, out: Path) -> None:
-    """py-spy the API process under c=32 load (after the measurements: sampling slows it down);
+def profile(api_pid: int, target: Target, seconds: float, out: Path, conns: int = 32) -> None:
+    """py-spy the API process under load (c=32 by default) (after the measurements: sampling slows it down);
     print where its CPU goes along the hot path, and the top functions by self time."""
     py_spy = LITELLM_VENV / "bin" / "py-spy"
     if not py_spy.exists():
@@ -472,7 +472,7 @@ def profile(api_pid: int, target: Target, seconds: float, out: Path) -> None:
         stderr=subprocess.PIPE,
     )
     time.sleep(0.5)
-    result = wrk(target, 2, 32, seconds + 1)
+    result = wrk(target, min(2, conns), conns, seconds + 1)
     _, err = spy.communicate(timeout=seconds + 60)
     if spy.returncode != 0 or not raw.exists():
         print(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-800:]}")
@@ -498,7 +498,7 @@ def profile(api_pid: int, target: Target, seconds: float, out: Path) -> None:
         return
     rate = total / 250 / seconds
     print(
-        f"\nprofile of the API process at c=32 under py-spy ({result.rps:.0f} req/s while sampled, "
+        f"\nprofile of the API process at c={conns} under py-spy ({result.rps:.0f} req/s while sampled, "
         f"{total} samples = {100 * rate:.0f}% of one core; raw stacks in {raw}):"
     )
     print("  hot path, inclusive share of the process's CPU samples:")
@@ -588,7 +588,11 @@ def report(
 
 
 def run(
-    duration: float = 10.0, warmup: float = 3.0, ttft_n: int = 200, do_profile: bool = False
+    duration: float = 10.0,
+    warmup: float = 3.0,
+    ttft_n: int = 200,
+    do_profile: bool = False,
+    profile_conns: int = 32,
 ) -> dict[str, float]:
     if shutil.which("wrk") is None:
         print("wrk not found; trying: apt-get install -y wrk", flush=True)
@@ -627,7 +631,7 @@ def run(
         figures = report(results, ttfts, litellm_version)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         if do_profile:
-            profile(api_proc.pid, nexus, duration, WORK / "gateway_profile")
+            profile(api_proc.pid, nexus, duration, WORK / "gateway_profile", profile_conns)
         return figures
     finally:
         procs.stop_all()
@@ -644,9 +648,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of wrk warm-up before each.")
     parser.add_argument("--ttft-n", type=int, default=200, help="Streamed requests per path.")
     parser.add_argument("--profile", action="store_true", help="py-spy the API under c=32 afterwards.")
+    parser.add_argument(
+        "--profile-conns", type=int, default=32, help="wrk connections while profiling (1 or 32)."
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
-    run(args.duration, args.warmup, args.ttft_n, args.profile)
+    run(args.duration, args.warmup, args.ttft_n, args.profile, args.profile_conns)
 
 
 if __name__ == "__main__":
