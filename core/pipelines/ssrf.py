@@ -80,22 +80,30 @@ def _parts(url: str) -> tuple[str, int]:
     return parts.hostname.lower().rstrip("."), port
 
 
-def check_literal(url: str, allowlist: list[str]) -> None:
-    """Refuse, without DNS, a URL whose host is a forbidden IP literal or a local name.
+def _check_host(host: str, allowlist: list[str]) -> IPAddress | None:
+    """The checks that need no DNS: a forbidden IP literal or a local name is refused.
 
-    Used at definition time on URLs without templates; the run-time check also resolves.
+    Returns the host's address when the host is an IP literal (there is nothing to resolve).
     """
-    host, _ = _parts(url)
     try:
         ip: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         ip = None
     if _allowed(host, ip, allowlist):
-        return
+        return ip
     if ip is not None and _is_forbidden_ip(ip):
         raise UrlRefused("URL points at a private, loopback, link-local or reserved address")
     if ip is None and (host in _FORBIDDEN_NAMES or host.endswith((".localhost", ".internal", ".local"))):
         raise UrlRefused("URL points at a local host name")
+    return ip
+
+
+def check_literal(url: str, allowlist: list[str]) -> None:
+    """Refuse, without DNS, a URL whose host is a forbidden IP literal or a local name.
+
+    Used at definition time on URLs without templates; the run-time check also resolves.
+    """
+    _check_host(_parts(url)[0], allowlist)
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -112,18 +120,9 @@ async def vetted_addresses(
 ) -> list[str]:
     """The addresses a connection to ``host`` may use: all of them must pass, else :class:`UrlRefused`."""
     host = host.lower().rstrip(".")
-    try:
-        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        literal = None
+    literal = _check_host(host, allowlist)
     if literal is not None:
-        if _is_forbidden_ip(literal) and not _allowed(host, literal, allowlist):
-            raise UrlRefused("URL points at a private, loopback, link-local or reserved address")
         return [str(literal)]
-    if not _allowed(host, None, allowlist) and (
-        host in _FORBIDDEN_NAMES or host.endswith((".localhost", ".internal", ".local"))
-    ):
-        raise UrlRefused("URL points at a local host name")
     try:
         addresses = await resolve(host, port)
     except OSError as exc:
@@ -141,7 +140,6 @@ async def vetted_addresses(
 
 async def check_resolved(url: str, allowlist: list[str], resolve: Resolver = system_resolve) -> None:
     """Resolve the URL's host and refuse it unless every address is public (or allowlisted)."""
-    check_literal(url, allowlist)
     host, port = _parts(url)
     await vetted_addresses(host, port, allowlist, resolve)
 
