@@ -76,6 +76,14 @@ class ApiSettings(BaseModel):
     public_url: str = Field("", description="External base URL (links, CORS for the codec endpoint).")
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body (413 above).")
     rate_limit_per_minute: int = Field(600, description="Default requests per minute per API key.")
+    admission_lease_max: int = Field(
+        32,
+        ge=0,
+        description=(
+            "Most gateway calls of one busy key admitted by one Redis round trip "
+            "(core/gateway/leases.py; 0 = every call admitted on its own)."
+        ),
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the codec endpoint (Temporal UI)."
     )

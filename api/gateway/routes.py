@@ -255,6 +255,7 @@ def build_gateway(state: AppState) -> Gateway:
 
     from api.auth import LocalKeyCache
     from core.gateway.budget_store import postgres_limits
+    from core.gateway.leases import LeaseBook
     from core.gateway.logs import InferenceLogWriter
     from core.gateway.settlement import Settler
     from core.providers.catalog import Catalog
@@ -272,8 +273,13 @@ def build_gateway(state: AppState) -> Gateway:
     settler.start()
     keys = LocalKeyCache(settings.redis.url, ttl_s=settings.redis.key_cache_ttl_s)
     keys.start()
+    leases = None
+    if settings.api.admission_lease_max >= 2:
+        leases = LeaseBook(redis, settler, max_requests=settings.api.admission_lease_max)
+        leases.start()
     return Gateway(
         keys=keys,
+        leases=leases,
         catalog=catalog,
         registry=ProviderRegistry(catalog, settings.providers, http),
         http=http,

@@ -33,6 +33,7 @@ from api.auth import LocalKeyCache
 from core.errors import BadRequest, Forbidden, NotFound
 from core.gateway import cache
 from core.gateway.budgets import LimitLoader
+from core.gateway.leases import LeaseBook
 from core.gateway.limits import Admission, AdmissionRequest, admit
 from core.gateway.logs import InferenceLogWriter, InferenceRecord
 from core.gateway.metrics import record_metrics
@@ -79,11 +80,14 @@ class Gateway:
     default_rpm: int
     default_completion_tokens: int = 1024
     keys: LocalKeyCache | None = None  # the API process's in-memory key records (api.auth)
+    leases: LeaseBook | None = None  # admission leases for busy keys (core.gateway.leases)
 
     async def aclose(self) -> None:
         """Settle and log what is still queued, then close the clients (the lifespan's end)."""
         if self.keys is not None:
             await self.keys.aclose()
+        if self.leases is not None:
+            await self.leases.aclose()
         await self.settler.aclose()
         await self.logs.aclose()
         await self.http.aclose()
@@ -154,21 +158,20 @@ async def admit_call(gw: Gateway, ctx: CallContext, estimate_tokens: int, estima
 
 async def _admit(gw: Gateway, ctx: CallContext, estimate_tokens: int, estimate_usd: Decimal) -> Admission:
     p = ctx.principal
-    return await admit(
-        gw.redis,
-        AdmissionRequest(
-            tenant_id=p.tenant_id,
-            key_id=str(p.key_id),
-            request_id=ctx.request_id,
-            estimated_tokens=estimate_tokens,
-            estimated_usd=estimate_usd,
-            key_rpm=p.rate_limit_per_minute or gw.default_rpm,
-            tenant_rpm=_tenant_limit(p, "tenant_rpm"),
-            key_tpm=_tenant_limit(p, "key_tpm"),
-            tenant_tpm=_tenant_limit(p, "tenant_tpm"),
-        ),
-        limits=gw.limits,
+    request = AdmissionRequest(
+        tenant_id=p.tenant_id,
+        key_id=str(p.key_id),
+        request_id=ctx.request_id,
+        estimated_tokens=estimate_tokens,
+        estimated_usd=estimate_usd,
+        key_rpm=p.rate_limit_per_minute or gw.default_rpm,
+        tenant_rpm=_tenant_limit(p, "tenant_rpm"),
+        key_tpm=_tenant_limit(p, "key_tpm"),
+        tenant_tpm=_tenant_limit(p, "tenant_tpm"),
     )
+    if gw.leases is not None:
+        return await gw.leases.admit(request, limits=gw.limits)
+    return await admit(gw.redis, request, limits=gw.limits)
 
 
 def _chat_estimate(gw: Gateway, ctx: CallContext, req: ChatRequest) -> tuple[int, Decimal]:
@@ -220,7 +223,11 @@ def finish_call(
         # The month a call is budgeted in is the month it is logged in (rebuild_month relies on it).
         record.created_at = ctx.admission.admitted_at
     if ctx.admission is not None:
-        gw.settler.submit(ctx.admission, usage.input_tokens + usage.output_tokens, cost)
+        tokens = usage.input_tokens + usage.output_tokens
+        if gw.leases is not None:
+            gw.leases.finish(ctx.admission, tokens, cost)
+        else:
+            gw.settler.submit(ctx.admission, tokens, cost)
     gw.logs.enqueue(record)
     record_metrics(record)
     return cost

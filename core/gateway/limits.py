@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -30,10 +31,12 @@ from core.gateway.budgets import (
     Reservation,
     completion_call,
     execute_admission,
-    execute_completion,
     to_micro,
 )
 from core.gateway.scripts import COMPLETE_SCRIPT, retry_after_s, tenant_tag
+
+if TYPE_CHECKING:
+    from core.gateway.leases import Lease
 
 WINDOW_MS = 60_000
 
@@ -52,6 +55,8 @@ class AdmissionRequest:
     key_tpm: int | None = None
     tenant_tpm: int | None = None
     reservation_ttl_s: int = RESERVATION_TTL_S
+    # How many requests this admission stands for (a lease admits a batch: core.gateway.leases).
+    requests: int = 1
 
     def scopes(self) -> tuple[BudgetScope, BudgetScope]:
         """The budget scopes every call is charged to: its key, then its tenant."""
@@ -73,6 +78,12 @@ class Admission:
     remaining_requests: int | None
     remaining_tokens: int | None
     duplicate: bool = False
+    # Request-rate buckets charged (with ``AdmissionRequest.requests``).
+    request_buckets: tuple[str, ...] = ()
+    # Extra (bucket key, delta) corrections applied at completion (a lease returns unused requests).
+    adjustments: tuple[tuple[str, int], ...] = ()
+    # The lease this call's share came from (settled through it: core.gateway.leases).
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +99,8 @@ class _Charge:
 def _charges(req: AdmissionRequest, bucket: int) -> list[_Charge]:
     tag = tenant_tag(req.tenant_id)
     wanted = (
-        ("requests per minute for this key", "req", f"key:{req.key_id}", req.key_rpm, 1),
-        ("requests per minute for this tenant", "req", "tenant", req.tenant_rpm, 1),
+        ("requests per minute for this key", "req", f"key:{req.key_id}", req.key_rpm, req.requests),
+        ("requests per minute for this tenant", "req", "tenant", req.tenant_rpm, req.requests),
         ("tokens per minute for this key", "tok", f"key:{req.key_id}", req.key_tpm, req.estimated_tokens),
         ("tokens per minute for this tenant", "tok", "tenant", req.tenant_tpm, req.estimated_tokens),
     )
@@ -160,6 +171,7 @@ async def admit(
         reservation=reservation,
         estimated_tokens=max(0, req.estimated_tokens),
         token_buckets=tuple(c.current for c in charges if c.kind == "tok"),
+        request_buckets=tuple(c.current for c in charges if c.kind == "req"),
         admitted_at=dt.datetime.fromtimestamp(now_s, dt.UTC),
         remaining_requests=None if result[2] < 0 else result[2],
         remaining_tokens=None if result[3] < 0 else result[3],
@@ -173,14 +185,8 @@ async def complete(redis: Redis, admission: Admission, actual_tokens: int, actua
     Call it for every admitted call, also failed ones (with whatever usage was billed, 0 and
     ``Decimal(0)`` when nothing was). Idempotent per request: returns False when it already ran.
     """
-    delta = max(0, actual_tokens) - admission.estimated_tokens
-    return await execute_completion(
-        redis,
-        admission.reservation,
-        to_micro(actual_usd),
-        token_keys=admission.token_buckets,
-        token_deltas=[delta] * len(admission.token_buckets),
-    )
+    keys, args = _completion(admission, actual_tokens, actual_usd)
+    return int(await COMPLETE_SCRIPT(redis, keys, args)) == 1
 
 
 def _completion(admission: Admission, actual_tokens: int, actual_usd: Decimal) -> tuple[list[str], list[str]]:
@@ -188,8 +194,8 @@ def _completion(admission: Admission, actual_tokens: int, actual_usd: Decimal) -
     return completion_call(
         admission.reservation,
         to_micro(actual_usd),
-        token_keys=admission.token_buckets,
-        token_deltas=[delta] * len(admission.token_buckets),
+        token_keys=[*admission.token_buckets, *(key for key, _ in admission.adjustments)],
+        token_deltas=[delta] * len(admission.token_buckets) + [d for _, d in admission.adjustments],
     )
 
 

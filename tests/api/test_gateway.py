@@ -337,3 +337,43 @@ async def test_auditor_cannot_call_models(live_url, make_key, tenant_id) -> None
         await sdk(live_url, await make_key(tenant_id, "auditor")).chat.completions.create(
             model="sim-openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+async def test_a_busy_key_shares_admission_leases_and_settles_to_the_logged_cost(
+    app, live_url, make_key, tenant_id, sessions, settings
+) -> None:
+    """Sequential calls of one key, fast enough for leases: every call logged, spend exact."""
+    from redis.asyncio import Redis
+
+    from core.gateway.budgets import BudgetScope, budget_status
+
+    # The session's app is wrapped by asgi-lifespan's state middleware; the FastAPI app is inside.
+    fastapi_app = next(c.cell_contents for c in app.__closure__ if hasattr(c.cell_contents, "state"))
+    leases = fastapi_app.state.nexus.gateway.leases
+    assert leases is not None
+    before = leases.local
+    c = sdk(live_url, await make_key(tenant_id, "developer", rate_limit_per_minute=100_000))
+    loop = asyncio.get_running_loop()
+    deadline, sent = loop.time() + 20, 0
+    while leases.local - before < 20 and loop.time() < deadline:
+        await c.chat.completions.create(
+            model="sim-openai/gpt-4o-mini", messages=[{"role": "user", "content": f"hi {sent}"}], max_tokens=8
+        )
+        sent += 1
+    assert leases.local - before >= 20  # calls admitted from a lease, with no Redis round trip
+    logs = await wait_for_logs(sessions, tenant_id, sent)
+    assert len(logs) == sent
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        for _ in range(100):  # the last lease ends after 0.25 s, then settles with the next batch
+            status = await budget_status(redis, BudgetScope.for_tenant(tenant_id))
+            if status.reserved_usd == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    assert status.reserved_usd == 0
+    logged = sum(log.cost_usd for log in logs)
+    assert logged > 0
+    # A lease settles its calls' total once (rounded up to a micro-dollar once, not per call).
+    assert abs(status.spent_usd - logged) <= Decimal("0.000001") * sent
