@@ -17,14 +17,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import StateDep
 from api.gateway import anthropic_wire as wire
 from api.gateway import service
-from api.gateway.routes import GatewayDep, cache_flags, gateway_headers, provider_problem, request_id_of
+from api.gateway.routes import (
+    CallStream,
+    GatewayDep,
+    cache_flags,
+    gateway_headers,
+    provider_problem,
+    request_id_of,
+)
 from api.gateway.service import Gateway
 from core.errors import NexusError
 from core.identity import Principal
@@ -180,9 +187,11 @@ async def messages(
     except ProviderError as err:
         raise provider_problem(err) from None
     writer = wire.EventWriter(ctx.request_id, opened.model.id, thinking=body.wants_thinking)
-    return StreamingResponse(
+    return CallStream(
         _events(gw, ctx, opened, writer, normalised),
-        media_type="text/event-stream",
+        gw,
+        ctx,
+        opened,
         headers={
             **gateway_headers(opened.model.id, opened.model.provider, opened.model.simulated),
             "request-id": ctx.request_id,

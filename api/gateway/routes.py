@@ -36,6 +36,40 @@ from core.providers.types import (
 
 router = APIRouter(tags=["gateway"])
 
+
+class CallStream(StreamingResponse):
+    """An SSE answer that settles and logs its call however the response ends.
+
+    A stream's relay (:func:`service.relay`) settles the call when it ends, is cut, or is closed.
+    But when the client goes away while the first frame is being sent, Starlette stops the
+    response without ever resuming the body generator, so the relay would neither run nor
+    settle: no inference log, and the budget held until its reservation expires. Closing the body
+    here settles a started relay; :func:`service.abandon` settles one that never started.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        gw: Gateway,
+        ctx: service.CallContext,
+        opened: service.OpenStream,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._content = content
+        self._call = (gw, ctx, opened)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            gw, ctx, opened = self._call
+            try:
+                await self._content.aclose()  # type: ignore[attr-defined]
+            finally:
+                await service.abandon(gw, ctx, opened)
+
+
 FINGERPRINT = "nexus-gateway"
 
 
@@ -143,9 +177,11 @@ async def serve_chat(
         raise provider_problem(err) from None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = wire.ChunkWriter(ctx.request_id, opened.model.id, FINGERPRINT)
-    return StreamingResponse(
+    return CallStream(
         _sse(gw, ctx, opened, writer, include_usage, normalised),
-        media_type="text/event-stream",
+        gw,
+        ctx,
+        opened,
         headers={
             **gateway_headers(opened.model.id, opened.model.provider, opened.model.simulated),
             "cache-control": "no-cache",

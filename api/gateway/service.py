@@ -107,6 +107,7 @@ class CallContext:
     started: float = field(default_factory=time.perf_counter)
     admission: Admission | None = None
     prompt_tokens: int = 0
+    finished: bool = False  # settled and logged (finish_call runs once per call)
 
 
 def candidates_for(gw: Gateway, principal: Principal, name: str, req: ChatRequest | None) -> CallContext:
@@ -196,7 +197,11 @@ def finish_call(
     """Settle the admission and log the call (both off the response's critical path).
 
     ``content`` (prompt and answer) is stored only when the tenant enabled content logging.
+    Runs once per call: a second call (a stream closed twice) changes nothing and returns 0.
     """
+    if ctx.finished:
+        return Decimal(0)
+    ctx.finished = True
     cost = cost_usd(usage, model.prices) if model is not None and not cache_hit else Decimal(0)
     latency_ms = (time.perf_counter() - ctx.started) * 1000
     record = InferenceRecord(
@@ -369,6 +374,26 @@ async def relay(
             error_code = ErrorKind.truncated_stream.value
         finish_call(
             gw, ctx, model=opened.model, usage=usage, error=error, error_code=error_code, ttft_ms=ttft
+        )
+
+
+async def abandon(gw: Gateway, ctx: CallContext, opened: OpenStream) -> None:
+    """Settle and log a stream whose relay never ran (the client left before it started).
+
+    Its upstream answered (the first event arrived), so the prompt is billed, as :func:`relay`
+    bills a stream cut before its usage; the upstream stream is closed.
+    """
+    if ctx.finished:
+        return
+    try:
+        await opened.events.aclose()  # type: ignore[attr-defined]
+    finally:
+        finish_call(
+            gw,
+            ctx,
+            model=opened.model,
+            usage=Usage(input_tokens=ctx.prompt_tokens),
+            error_code="client_disconnected",
         )
 
 

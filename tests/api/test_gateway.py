@@ -377,3 +377,64 @@ async def test_a_busy_key_shares_admission_leases_and_settles_to_the_logged_cost
     assert logged > 0
     # A lease settles its calls' total once (rounded up to a micro-dollar once, not per call).
     assert abs(status.spent_usd - logged) <= Decimal("0.000001") * sent
+
+
+async def test_a_stream_left_while_its_first_frame_is_sent_is_still_settled_and_logged(
+    app, make_key, tenant_id, sessions
+) -> None:
+    """The client goes away while the first SSE frame is being written (a stalled socket).
+
+    Starlette then stops the response without resuming the body generator, so the relay never
+    runs; the call must be logged and settled all the same.
+    """
+    import orjson
+
+    key = await make_key(tenant_id, "developer")
+    body = orjson.dumps(
+        {"model": "sim-openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    request_id = f"stalled-{uuid.uuid4().hex[:8]}"
+    first_frame = asyncio.Event()
+    sent: list[dict] = []
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await first_frame.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_frame.set()
+            await asyncio.Event().wait()  # the socket never drains
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"x-request-id", request_id.encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    assert sent[0]["status"] == 200
+    logs = await wait_for_logs(sessions, tenant_id, 1)
+    assert [(log.request_id, log.status, log.error_code) for log in logs] == [
+        (request_id, "error", "client_disconnected")
+    ]
+    assert logs[0].input_tokens > 0  # the upstream answered: the prompt is billed
