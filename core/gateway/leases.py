@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from core.errors import RateLimited
@@ -56,6 +57,12 @@ LEASE_TTL_S = 0.25
 LIMIT_SHARE = 100  # a lease takes at most 1/LIMIT_SHARE of a per-minute limit
 REFUSED_BACKOFF_S = 1.0  # after Redis refused a lease, the key's calls are admitted one by one
 SWEEP_S = 0.05
+
+LEASES = Counter("nexus_gateway_admission_leases_total", "Admission leases taken (one Redis round trip each)")
+LEASED_CALLS = Counter(
+    "nexus_gateway_leased_calls_total",
+    "Gateway calls admitted from a lease (no Redis round trip of their own)",
+)
 
 
 @dataclass(eq=False)
@@ -102,6 +109,7 @@ class LeaseBook:
         self._refused_until: dict[Who, float] = {}
         self._acquiring: dict[Who, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._pruned = 0
         self.acquired = 0
         self.local = 0
 
@@ -224,6 +232,7 @@ class LeaseBook:
             self._end(who, old)
         self._current[who] = lease
         self.acquired += 1
+        LEASES.inc()
         return lease
 
     def _take(self, lease: Lease, req: AdmissionRequest, now: float) -> Admission | None:
@@ -239,6 +248,7 @@ class LeaseBook:
         lease.used_requests += 1
         lease.in_flight += 1
         self.local += 1
+        LEASED_CALLS.inc()
         batch = lease.admission
         remaining = batch.remaining_requests
         return Admission(
@@ -276,6 +286,9 @@ class LeaseBook:
             if now >= lease.expires_at:
                 self._end(who, lease)
         second = int(now)
+        if second == self._pruned:
+            return
+        self._pruned = second  # idle keys are forgotten once a second, not on every sweep
         for who in [w for w, seen in self._arrivals.items() if seen[0] < second - 1]:
             del self._arrivals[who]
         for who in [w for w, until in self._refused_until.items() if until <= now]:

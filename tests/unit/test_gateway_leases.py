@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from core.errors import RateLimited
@@ -85,6 +86,7 @@ async def test_a_busy_key_shares_one_round_trip_and_settles_exactly(redis: Redis
     # 100 calls in the last second → leases of min(16, 100 × 0.25) calls: 3 round trips for 40.
     assert book.acquired == 3
     assert book.local == 40
+    assert REGISTRY.get_sample_value("nexus_gateway_leased_calls_total") >= 40
     assert all(a.lease is not None for a in busy)
     # Charged before any call ran: 100 single calls plus three leases of 16.
     assert await request_count(redis, tenant_id, key, clock.now) == 100 + 48
