@@ -5,6 +5,9 @@
   the document's own workflow id ``ingest:{tenant}:{document}``. The id is stored with the
   document in the page's transaction, so every attempt starts the same runs: a running twin is
   reused and a closed one is never started again.
+- :func:`start_unacknowledged_ingestions`: the same for a page committed by an activity that
+  never returned (killed after its commit, then no retry came), at a run's finish and at the
+  next run's begin.
 - :func:`snapshot_dataset`: at the end of a completed run, one immutable dataset version from the
   job's own synced records (rows another job wrote from the same source are left out). The version carries the sync's workflow id in its ``source_ref``; under
   the dataset's row lock a retried finish finds it and creates nothing.
@@ -29,10 +32,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from connectors.sinks import dataset_cases, job_records, page_documents_to_ingest
 from core.config import Settings
+from core.connector_contracts import SinkType
 from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID
-from core.db.connector_models import ConnectorJob
+from core.db.connector_models import ConnectorCheckpoint, ConnectorJob
 from core.db.eval_models import EvalDataset, EvalDatasetVersion
-from core.errors import NotFound
+from core.errors import NotFound, ValidationFailed
 from core.orchestration.contracts import PayloadRef
 from core.rag.contracts import RUN_KIND as INGEST_KIND
 from core.rag.contracts import WORKFLOW_NAME as INGEST_WORKFLOW
@@ -54,13 +58,17 @@ async def start_ingestions(
     settings: Settings,
     job: ConnectorJob,
     sync_workflow_id: str,
-    page: int,
+    first_page: int,
+    last_page: int | None,
 ) -> int:
-    """Ensure the ingestion run of every pending document of ``page`` exists; returns how many."""
+    """Ensure the ingestion run of every pending document the run's pages ``first_page`` through
+    ``last_page`` (``None``: and later) link exists; returns how many were ensured."""
     cfg = rag_settings(settings)
     actor = f"connector:{job.id}"
     async with sessions() as session, session.begin():
-        docs = await page_documents_to_ingest(session, job.tenant_id, job.id, sync_workflow_id, page)
+        docs = await page_documents_to_ingest(
+            session, job.tenant_id, job.id, sync_workflow_id, first_page, last_page
+        )
         if not docs:
             return 0
         kb = await RagRepository.from_session(session).get_kb(job.tenant_id, job.sink_target)
@@ -128,6 +136,72 @@ async def start_ingestions(
 
     await asyncio.gather(*(start(wid, inp) for wid, inp in inputs))
     return len(inputs)
+
+
+async def start_unacknowledged_ingestions(
+    sessions: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    settings: Settings,
+    tenant_id: str,
+    job_id: str,
+    sync_workflow_id: str,
+    first_page: int,
+    last_page: int | None,
+) -> int:
+    """Start the ingestions a sync run may have lost: those of its pages ``first_page`` through
+    ``last_page`` (``None``: and later) whose page activity never returned to the workflow.
+
+    A page activity returns only after its ingestions started, and a retry that finds its page
+    committed starts them again. But an activity killed between its commit and its starts may
+    get no retry: the run is cancelled, fails (attempts exhausted, a non-retryable error) or is
+    terminated, or another run of the job takes the checkpoint over (the retry then fails as
+    superseded). The documents of that page would stay ``pending`` with no ingestion run for
+    good: a later sync does not read those records again, and an unchanged record is not
+    re-ingested. So the run's finish sweeps the pages after the last one it saw return, and the
+    next run's begin sweeps the previous owner's last committed page (a terminated run has no
+    finish). Pages commit one at a time, so either sweep covers at most one page; the starts are
+    idempotent (same workflow ids), so sweeping a page whose starts happened starts nothing twice.
+    """
+    async with sessions() as session:
+        job = await session.scalar(
+            select(ConnectorJob).where(ConnectorJob.tenant_id == tenant_id, ConnectorJob.id == job_id)
+        )
+    if job is None or job.sink_type != SinkType.knowledge_base.value:
+        return 0
+    try:
+        return await start_ingestions(
+            sessions, temporal, settings, job, sync_workflow_id, first_page, last_page
+        )
+    except (NotFound, ValidationFailed):  # the knowledge base is gone, and its documents with it
+        return 0
+
+
+async def start_previous_owner_ingestions(
+    sessions: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    settings: Settings,
+    tenant_id: str,
+    job_id: str,
+    sync_workflow_id: str,
+) -> int:
+    """Before a run takes a job over: sweep the previous owner's last committed page.
+
+    A terminated run has no finish to do it (see :func:`start_unacknowledged_ingestions`). This
+    runs before the takeover commits, so a failing start retries the begin while the previous
+    owner is still the checkpoint's.
+    """
+    async with sessions() as session:
+        cp = await session.scalar(
+            select(ConnectorCheckpoint).where(
+                ConnectorCheckpoint.tenant_id == tenant_id, ConnectorCheckpoint.job_id == job_id
+            )
+        )
+    if cp is None or not cp.owner_workflow_id or cp.owner_workflow_id == sync_workflow_id:
+        return 0
+    owner, page = cp.owner_workflow_id, cp.pages_done
+    return await start_unacknowledged_ingestions(
+        sessions, temporal, settings, tenant_id, job_id, owner, page, page
+    )
 
 
 async def snapshot_dataset(

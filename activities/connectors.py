@@ -27,7 +27,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.connector_sinks import snapshot_dataset, start_ingestions
+from activities.connector_sinks import (
+    snapshot_dataset,
+    start_ingestions,
+    start_previous_owner_ingestions,
+    start_unacknowledged_ingestions,
+)
 from activities.pipeline_steps import PipelineActivities
 from activities.runs import require_own_workflow
 from connectors import registry
@@ -168,8 +173,13 @@ class ConnectorActivities:
 
     @activity.defn(name="connector_sync_begin")
     async def connector_sync_begin(self, inp: BeginInput) -> BeginResult:
-        """Claim the job for this run, make sure its runs row exists and publish ``run.started``."""
+        """Claim the job for this run, make sure its runs row exists and publish ``run.started``
+        (first starting the ingestions the previous run may have lost on its last page)."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
+        if self.temporal is not None:  # before taking the job over (see the function)
+            await start_previous_owner_ingestions(
+                self.sessions, self.temporal, self.settings, inp.tenant_id, inp.job_id, inp.workflow_id
+            )
         async with self.sessions() as session, session.begin():
             repo = JobRepository(session)
             try:
@@ -273,8 +283,9 @@ class ConnectorActivities:
         result = _result(outcome)
         if job.sink_type == SinkType.knowledge_base.value and self.temporal is not None:
             try:
+                page = outcome.pages_done
                 result.documents = await start_ingestions(
-                    self.sessions, self.temporal, self.settings, job, inp.workflow_id, outcome.pages_done
+                    self.sessions, self.temporal, self.settings, job, inp.workflow_id, page, page
                 )
             except NexusError as exc:
                 raise fatal(exc.detail, "SinkUnavailable") from None
@@ -315,7 +326,8 @@ class ConnectorActivities:
 
     @activity.defn(name="connector_sync_finish")
     async def connector_sync_finish(self, inp: FinishInput) -> None:
-        """Close the runs row and the job's status, with the run's terminal event."""
+        """Close the runs row and the job's status, with the run's terminal event; then start the
+        ingestions of knowledge-base pages committed after the last page the run saw return."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
         event_type = {
             RunStatus.completed.value: SyncEvent.completed,
@@ -352,6 +364,9 @@ class ConnectorActivities:
                 seq=inp.seq,
             )
         await events.announce(self.redis, inp.workflow_id, event)
+        if self.temporal is not None:  # after the run is closed: a failing start retries this
+            sweep = (inp.tenant_id, inp.job_id, inp.workflow_id, inp.pages_done + 1, None)
+            await start_unacknowledged_ingestions(self.sessions, self.temporal, self.settings, *sweep)
 
     @activity.defn(name="connector_sync_snapshot")
     async def connector_sync_snapshot(self, inp: SnapshotInput) -> SnapshotResult:

@@ -115,41 +115,46 @@ class RagActivities(RunActivities):
     async def rag_parse(self, inp: ParseInput) -> ParseResult:
         """Extract the text of the upload (in a thread) and store it; marks the document indexing."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
-        async with self._sessions() as session:
-            repo = RagRepository.from_session(session)
-            await require_document(repo, inp.tenant_id, inp.document_id)
-            data = await get_bytes(session, inp.tenant_id, inp.source)
-        try:
-            doc = await asyncio.to_thread(parse, data, inp.content_type, self._settings.max_text_chars)
-        except UnsupportedDocument as exc:
-            raise ApplicationError(exc.detail, type="UnsupportedDocument", non_retryable=True) from None
-        async with self._sessions() as session, session.begin():
-            ref = await PayloadStore(max_bytes=8 * self._settings.max_text_chars).put(
-                session, inp.tenant_id, doc.text, idempotency_key=f"{inp.workflow_id}:text"
-            )
-            repo = RagRepository.from_session(session)
-            await require_document(repo, inp.tenant_id, inp.document_id)
-            await repo.set_status(inp.tenant_id, inp.document_id, DocumentStatus.indexing)
-        return ParseResult(text=ref, structure=doc.structure, chars=len(doc.text))
+        async with heartbeating():  # a large file parses for minutes in its thread
+            async with self._sessions() as session:
+                repo = RagRepository.from_session(session)
+                await require_document(repo, inp.tenant_id, inp.document_id)
+                data = await get_bytes(session, inp.tenant_id, inp.source)
+            try:
+                doc = await asyncio.to_thread(parse, data, inp.content_type, self._settings.max_text_chars)
+            except UnsupportedDocument as exc:
+                raise ApplicationError(exc.detail, type="UnsupportedDocument", non_retryable=True) from None
+            async with self._sessions() as session, session.begin():
+                ref = await PayloadStore(max_bytes=8 * self._settings.max_text_chars).put(
+                    session, inp.tenant_id, doc.text, idempotency_key=f"{inp.workflow_id}:text"
+                )
+                repo = RagRepository.from_session(session)
+                await require_document(repo, inp.tenant_id, inp.document_id)
+                await repo.set_status(inp.tenant_id, inp.document_id, DocumentStatus.indexing)
+            return ParseResult(text=ref, structure=doc.structure, chars=len(doc.text))
 
     @activity.defn(name="rag_pii_hook")
     async def rag_pii_hook(self, inp: PiiHookInput) -> PiiHookResult:
         """Governance hook before anything is indexed: a no-op until PII redaction lands."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
-        return PiiHookResult(text=inp.text, redactions=0)
+        async with heartbeating():  # the workflow gives this step a heartbeat timeout
+            return PiiHookResult(text=inp.text, redactions=0)
 
     @activity.defn(name="rag_chunk")
     async def rag_chunk(self, inp: ChunkInput) -> ChunkResult:
         """Split the text and store every chunk (without vectors); a retry stores nothing twice."""
         require_own_workflow(inp.workflow_id, inp.tenant_id)
-        async with self._sessions() as session:
-            text = await PayloadStore().get(session, inp.tenant_id, inp.text)
-        chunks = await asyncio.to_thread(chunk_text, text, inp.structure, inp.chunk_tokens, inp.chunk_overlap)
-        async with self._sessions() as session, session.begin():
-            repo = RagRepository.from_session(session)
-            doc = await require_document(repo, inp.tenant_id, inp.document_id)
-            await repo.insert_chunks(inp.tenant_id, doc.kb_id, inp.document_id, chunks)
-        return ChunkResult(chunk_count=len(chunks))
+        async with heartbeating():
+            async with self._sessions() as session:
+                text = await PayloadStore().get(session, inp.tenant_id, inp.text)
+            chunks = await asyncio.to_thread(
+                chunk_text, text, inp.structure, inp.chunk_tokens, inp.chunk_overlap
+            )
+            async with self._sessions() as session, session.begin():
+                repo = RagRepository.from_session(session)
+                doc = await require_document(repo, inp.tenant_id, inp.document_id)
+                await repo.insert_chunks(inp.tenant_id, doc.kb_id, inp.document_id, chunks)
+            return ChunkResult(chunk_count=len(chunks))
 
     @activity.defn(name="rag_embed_batch")
     async def rag_embed_batch(self, inp: EmbedBatchInput) -> EmbedBatchResult:

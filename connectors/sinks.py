@@ -8,7 +8,8 @@
   connection, object, external id): an updated record moves it to a new document (its version
   + 1) and the previous document is erased once no other record links to it. Documents are
   deduplicated by content hash like uploads. The ingestion runs are started after the commit
-  under the document's deterministic workflow id, so a retried page never ingests twice.
+  under the document's deterministic workflow id, so a retried page never ingests twice (and a
+  page killed between its commit and its starts is swept later: ``activities/connector_sinks``).
 - **Dataset**: pages go to ``connector_records`` (as the records sink); a completed run then
   snapshots them into one immutable eval dataset version (see ``activities/connector_sinks``).
 
@@ -351,10 +352,16 @@ class KnowledgeBaseSink:
 
 
 async def page_documents_to_ingest(
-    session: AsyncSession, tenant_id: str, job_id: str, sync_workflow_id: str, page: int
+    session: AsyncSession,
+    tenant_id: str,
+    job_id: str,
+    sync_workflow_id: str,
+    first_page: int,
+    last_page: int | None,
 ) -> list[KbDocument]:
-    """The still-pending documents linked by one committed page (their ingestion to ensure)."""
-    rows = await session.scalars(
+    """The still-pending documents linked by the run's committed pages ``first_page`` through
+    ``last_page`` (``None``: every later page too), whose ingestion is to ensure."""
+    query = (
         select(KbDocument)
         .join(
             ConnectorDocument,
@@ -363,14 +370,16 @@ async def page_documents_to_ingest(
         )
         .where(
             ConnectorDocument.tenant_id == tenant_id,
+            KbDocument.tenant_id == tenant_id,
             ConnectorDocument.job_id == job_id,
             ConnectorDocument.sync_workflow_id == sync_workflow_id,
-            ConnectorDocument.page == page,
+            ConnectorDocument.page >= first_page,
             KbDocument.status == DocumentStatus.pending,
         )
-        .distinct()
     )
-    return list(rows)
+    if last_page is not None:
+        query = query.where(ConnectorDocument.page <= last_page)
+    return list(await session.scalars(query.distinct()))
 
 
 # --- dataset ------------------------------------------------------------------------------

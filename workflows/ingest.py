@@ -39,12 +39,15 @@ RETRY = RetryPolicy(
     non_retryable_error_types=["BadInput", "UnsupportedDocument"],
 )
 STEP_TIMEOUT = timedelta(minutes=5)
+# A step that can run for minutes heartbeats: a worker killed (kill -9) in the middle of it is
+# noticed after this, not after STEP_TIMEOUT, so the document does not sit pending or indexing
+# for five minutes behind an attempt that died with its worker.
+STEP_HEARTBEAT = timedelta(seconds=10)
 # Runs recorded before this never saw a finalize answer "indexing" (stale vectors).
 STALE_VECTORS_PATCH = "ingest-stale-vectors"
 # Runs recorded before this failed when their document was erased while they ran.
 DOCUMENT_DELETED_PATCH = "ingest-document-deleted"
 MAX_MODEL_ROUNDS = 3
-EMBED_HEARTBEAT = timedelta(seconds=10)
 WRITE_TIMEOUT = timedelta(seconds=30)
 
 
@@ -75,6 +78,7 @@ class IngestDocumentWorkflow:
                     content_type=inp.content_type,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=STEP_HEARTBEAT,
                 retry_policy=RETRY,
             )
             await self._event(inp, "ingest.parsed", {"chars": parsed.chars, "structure": parsed.structure})
@@ -84,6 +88,7 @@ class IngestDocumentWorkflow:
                     tenant_id=inp.tenant_id, workflow_id=wid, document_id=inp.document_id, text=parsed.text
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=STEP_HEARTBEAT,
                 retry_policy=RETRY,
             )
             chunked = await workflow.execute_activity_method(
@@ -98,6 +103,7 @@ class IngestDocumentWorkflow:
                     chunk_overlap=inp.chunk_overlap,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
+                heartbeat_timeout=STEP_HEARTBEAT,
                 retry_policy=RETRY,
             )
             total = chunked.chunk_count
@@ -160,7 +166,7 @@ class IngestDocumentWorkflow:
                     last=last,
                 ),
                 start_to_close_timeout=STEP_TIMEOUT,
-                heartbeat_timeout=EMBED_HEARTBEAT,
+                heartbeat_timeout=STEP_HEARTBEAT,
                 retry_policy=RETRY,
             )
             await self._event(inp, "ingest.embedded", {"done": last, "total": total})

@@ -152,12 +152,6 @@ def slow_kb_sim() -> Iterator[RunningSimulator]:
         yield sim
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky (about 1 run in 4 of the full suite, 2026-11-24): after the kill the sync completes "
-    "but some documents never become ready within 180 s and the worker sits idle — a KB-sink "
-    "ingestion start can apparently be lost across the crash; under investigation, see the closing note",
-)
 async def test_kill_worker_mid_sync_into_a_knowledge_base_each_record_one_document(
     temporal_client: Client,
     settings: Settings,
