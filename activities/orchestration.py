@@ -243,9 +243,12 @@ class OrchestrationActivities:
         deps = {sid: await self._text(inp.tenant_id, ref) for sid, ref in inp.dependency_answers.items()}
         raw_messages = subtask_messages(task, inp.subtask, deps)
         sources: list[KbSource] = []
+        costs: dict[str, Decimal] = {}
         if inp.knowledge_base_ids and grounding.grounded(inp.subtask):
             # The retrieval capability: search the run's knowledge bases (tenant-scoped). A
-            # provider embedding model's query embeddings are billed once each (the local is free).
+            # provider embedding model's query embeddings are billed once each (the local is free),
+            # and their cost goes back to the workflow for the run's budget (a retry of this
+            # activity finds the stored calls and reports the same cost).
             async def embed_query(req: EmbeddingRequest, n: int) -> EmbeddingResponse:
                 out = await self.llm.billed_embed(
                     tenant_id=inp.tenant_id,
@@ -254,6 +257,7 @@ class OrchestrationActivities:
                     model=req.model,
                     texts=req.input,
                 )
+                costs[out.model] = costs.get(out.model, Decimal(0)) + out.cost_usd
                 usage = Usage(input_tokens=out.usage.input_tokens)
                 return EmbeddingResponse(model=out.model, provider="", embeddings=out.embeddings, usage=usage)
 
@@ -288,7 +292,12 @@ class OrchestrationActivities:
                     idempotency_key=grounding.sources_key(inp.workflow_id, inp.subtask.id),
                     content_type="application/json",
                 )
-        return PreparedPrompt(messages=ref, prompt_tokens=count_messages(messages), sources=sources)
+        return PreparedPrompt(
+            messages=ref,
+            prompt_tokens=count_messages(messages),
+            sources=sources,
+            retrieval_cost_by_model=costs,
+        )
 
     @activity.defn(name="run_consensus")
     async def run_consensus(self, inp: ConsensusInput) -> ConsensusResult:

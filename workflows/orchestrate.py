@@ -55,7 +55,13 @@ with workflow.unsafe.imports_passed_through():
         tokens_of,
     )
     from workflows.orchestration_progress import BATCH_PATCH
-    from workflows.orchestration_subtask import INLINE_PATCH, SEQUENTIAL_PATCH, Ev, SubtaskSteps
+    from workflows.orchestration_subtask import (
+        INLINE_PATCH,
+        RETRIEVAL_COST_PATCH,
+        SEQUENTIAL_PATCH,
+        Ev,
+        SubtaskSteps,
+    )
 
 
 @workflow.defn(name="Orchestration")
@@ -81,6 +87,8 @@ class OrchestrationWorkflow(SubtaskSteps):
         # Newer: adaptive uses the cost-aware sequential scheme; progress is written in batches.
         self._sequential = workflow.patched(SEQUENTIAL_PATCH)
         self._batched = workflow.patched(BATCH_PATCH)
+        # Newer: a grounded subtask's query embeddings count in the budget and the cost.
+        self._retrieval_cost = workflow.patched(RETRIEVAL_COST_PATCH)
         try:
             if self._batched:
                 result = await self._run_batched(inp)
@@ -169,6 +177,8 @@ class OrchestrationWorkflow(SubtaskSteps):
                 continue
             if opened is None:
                 opened = await self._open_layer(inp, layer)
+            for subtask, prepared in zip(layer, opened.prepared, strict=True):
+                self._count_retrieval(subtask.id, prepared)  # before any of the layer is routed
             done = await asyncio.gather(
                 *(self._run_subtask(inp, s, p) for s, p in zip(layer, opened.prepared, strict=True))
             )

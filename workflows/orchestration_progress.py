@@ -50,6 +50,7 @@ class RunSteps:
         self._inline = False  # set in run() by workflow.patched("nexus-inline-consensus")
         self._sequential = False  # workflow.patched("nexus-sequential-consensus")
         self._batched = False  # workflow.patched(BATCH_PATCH)
+        self._retrieval_cost = False  # workflow.patched("nexus-retrieval-cost")
         self._outbox: list[PublishEventInput] = []
         self._observations: list[ConsensusObservation] = []
         self._flushing: list[tuple[asyncio.Future[None], RecordProgressInput]] = []

@@ -84,6 +84,10 @@ INLINE_STRATEGIES = frozenset({Strategy.majority, Strategy.weighted, Strategy.ad
 # (``adaptive_step``); newer ones with the cost-aware sequential scheme over the tenant's
 # measured reliabilities (``sequential_step``: whom to ask, one or a pair at a time).
 SEQUENTIAL_PATCH = "nexus-sequential-consensus"
+# Runs started before this change leave a grounded subtask's query embeddings (billed in
+# ``prepare_subtask``) out of the budget and the cost; newer ones settle them in the ledger as
+# soon as the subtask is prepared, before any proposer of its layer is routed or reserved.
+RETRIEVAL_COST_PATCH = "nexus-retrieval-cost"
 MAX_APPROVAL_ID = 100  # the approvals table's id column
 
 
@@ -132,7 +136,20 @@ class SubtaskSteps(RunSteps):
             OrchestrationActivities.prepare_subtask, self._prepare_input(inp, subtask)
         )
         prepared = (await asyncio.gather(announce, prepare))[1] if self._inline else await prepare
+        self._count_retrieval(subtask.id, prepared)
         return await self._run_subtask(inp, subtask, prepared)
+
+    def _count_retrieval(self, sid: str, prepared: PreparedPrompt) -> None:
+        """Settle what the subtask's retrieval already cost (its billed query embeddings) in the
+        ledger, by embedding model; nothing on runs from before :data:`RETRIEVAL_COST_PATCH`."""
+        if not self._retrieval_cost:
+            return
+        for model, cost in sorted(prepared.retrieval_cost_by_model.items()):
+            self._ledger.settle(f"{sid}:retrieve:{model}", cost, model=model)
+
+    def _retrieval_of(self, prepared: PreparedPrompt) -> Decimal:
+        """The subtask's retrieval cost as counted in the run (zero on runs before the patch)."""
+        return prepared.retrieval_cost_usd if self._retrieval_cost else Decimal(0)
 
     async def _run_subtask(
         self, inp: OrchestrationInput, subtask: Subtask, prepared: PreparedPrompt
@@ -140,6 +157,8 @@ class SubtaskSteps(RunSteps):
         """Route the subtask, reserve before the fan-out, reach consensus; never raises for a
         failed proposer or an unroutable subtask (those are results, not run failures)."""
         sid = subtask.id
+        retrieval = self._retrieval_of(prepared)
+        spent: dict[str, Any] = {"cost_usd": retrieval, "retrieval_cost_usd": retrieval}
         try:
             panel = choose_panel(
                 self._models,
@@ -152,9 +171,8 @@ class SubtaskSteps(RunSteps):
                 fixed=inp.models,
             )
         except RoutingError as err:
-            return await self._finished(
-                inp, SubtaskResult(subtask_id=sid, status=SubtaskStatus.failed), str(err)
-            )
+            failed = SubtaskResult(subtask_id=sid, status=SubtaskStatus.failed, **spent)
+            return await self._finished(inp, failed, str(err))
         pool = self._pool(inp, panel, prepared)
         if pool is not None:  # the sequential scheme picks the first pair (usually)
             first = self._sequential_step(inp, [], pool, len(panel.models))[1]
@@ -167,7 +185,9 @@ class SubtaskSteps(RunSteps):
                 self._emit(inp, Ev.budget_exhausted, data)
             else:
                 await self._event(inp, Ev.budget_exhausted, data)
-            return await self._finished(inp, skipped(sid, panel.reason), "budget exhausted")
+            return await self._finished(
+                inp, skipped(sid, panel.reason).model_copy(update=spent), "budget exhausted"
+            )
         candidates = list(await asyncio.gather(*(self._propose(inp, sid, m, prepared) for m in started)))
         consensus, consensus_cost = await self._agree(inp, subtask, panel, prepared, candidates, pool)
         record = consensus.record
@@ -191,7 +211,7 @@ class SubtaskSteps(RunSteps):
             "answer_preview": record.answer.preview if record.answer else None,
             "reason": consensus.reason,
         }
-        cost = sum((c.cost_usd for c in candidates), Decimal(0)) + consensus_cost
+        cost = sum((c.cost_usd for c in candidates), Decimal(0)) + consensus_cost + retrieval
         result = SubtaskResult(
             subtask_id=sid,
             status=status,
@@ -199,6 +219,7 @@ class SubtaskSteps(RunSteps):
             candidates=candidates,
             consensus=record,
             cost_usd=cost,
+            retrieval_cost_usd=retrieval,
         )
         if self._batched:
             self._emit(inp, Ev.consensus_reached, reached_data)

@@ -214,7 +214,8 @@ class SubtaskResult(BaseModel):
     panel: list[str] = Field(default_factory=list)
     candidates: list[CandidateRecord] = Field(default_factory=list)
     consensus: ConsensusRecord | None = None
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal = Decimal(0)  # proposers, consensus calls and retrieval
+    retrieval_cost_usd: Decimal = Decimal(0)  # the knowledge-base query embeddings (part of cost_usd)
 
 
 class RunOutcome(StrEnum):

@@ -138,11 +138,19 @@ class PrepareSubtaskInput(BaseModel):
 
 class PreparedPrompt(BaseModel):
     """The proposer messages of one subtask (JSON in the store) and their token count, with the
-    knowledge-base passages the messages carry (``sources``)."""
+    knowledge-base passages the messages carry (``sources``) and what finding them cost."""
 
     messages: PayloadRef
     prompt_tokens: int
     sources: list[KbSource] = Field(default_factory=list)
+    # The billed query embeddings of the retrieval, by embedding model (a provider model of a
+    # knowledge base; the local model is free and absent). Settled in the run's budget.
+    retrieval_cost_by_model: dict[str, Decimal] = Field(default_factory=dict)
+
+    @property
+    def retrieval_cost_usd(self) -> Decimal:
+        """What the retrieval's query embeddings cost in all."""
+        return sum(self.retrieval_cost_by_model.values(), Decimal(0))
 
 
 class ConsensusInput(BaseModel):

@@ -6,7 +6,9 @@ a different activity type. ``ConsensusActivityOrchestrationWorkflow`` drops the 
 patch guard (see its docstring) and must fail on ``orchestration_v2.json``.
 ``BetaRuleOrchestrationWorkflow`` drops the sequential scheme's patch guard and
 ``EagerProgressOrchestrationWorkflow`` the durable timer of batched progress; each must fail on
-``orchestration_v3.json``.
+``orchestration_v3.json``. ``RetrievalFreeOrchestrationWorkflow`` leaves the retrieval cost out
+whatever the ``nexus-retrieval-cost`` patch says; ``tests/api/test_kb_nexus_cost.py`` replays a
+grounded run's history with it.
 """
 
 from __future__ import annotations
@@ -78,3 +80,20 @@ class EagerProgressOrchestrationWorkflow(OrchestrationWorkflow):
 
     def _flush_soon(self, inp: OrchestrationInput) -> None:
         self._start_flush(inp)
+
+
+@workflow.defn(name="Orchestration")
+class RetrievalFreeOrchestrationWorkflow(OrchestrationWorkflow):
+    """Grounded subtasks without the retrieval-cost patch's effect: the query embeddings stay out
+    of the budget. A history in which that cost left too little for the proposer (the subtask
+    was skipped) meets a proposer call here that the history does not have, so it must fail."""
+
+    @workflow.run
+    async def run(self, inp: OrchestrationInput) -> OrchestrationResult:
+        return await super().run(inp)
+
+    def _count_retrieval(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def _retrieval_of(self, *args: Any, **kwargs: Any) -> Decimal:
+        return Decimal(0)
