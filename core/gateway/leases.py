@@ -107,7 +107,7 @@ class LeaseBook:
         self._current: dict[Who, Lease] = {}
         self._arrivals: dict[Who, list[int]] = {}  # [second, calls in it, calls in the one before]
         self._refused_until: dict[Who, float] = {}
-        self._acquiring: dict[Who, asyncio.Future[None]] = {}
+        self._acquiring: dict[Who, asyncio.Task[Lease | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._pruned = 0
         self.acquired = 0
@@ -144,7 +144,8 @@ class LeaseBook:
                 break
             pending = self._acquiring.get(who)
             if pending is not None:  # another call is getting a lease: share it rather than race
-                await asyncio.shield(pending)
+                with contextlib.suppress(Exception):  # its caller sees the error; this one retries
+                    await asyncio.shield(pending)
                 now = self._clock()
                 continue
             lease = await self._acquire(who, req, size, limits, now)
@@ -193,13 +194,18 @@ class LeaseBook:
     async def _acquire(
         self, who: Who, req: AdmissionRequest, size: int, limits: LimitLoader | None, now: float
     ) -> Lease | None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acquiring[who] = done
-        try:
-            return await self._charge(who, req, size, limits, now)
-        finally:
+        # Its own task: a caller that goes away mid-round-trip must not leave a lease charged in
+        # Redis that this process never uses (the lease is still installed for the next calls).
+        task = asyncio.ensure_future(self._charge(who, req, size, limits, now))
+        self._acquiring[who] = task
+        task.add_done_callback(lambda done: self._acquired_done(who, done))
+        return await asyncio.shield(task)
+
+    def _acquired_done(self, who: Who, task: asyncio.Task[Lease | None]) -> None:
+        if self._acquiring.get(who) is task:
             del self._acquiring[who]
-            done.set_result(None)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("taking an admission lease failed: %s", type(task.exception()).__name__)
 
     async def _charge(
         self, who: Who, req: AdmissionRequest, size: int, limits: LimitLoader | None, now: float

@@ -255,3 +255,30 @@ async def test_a_call_whose_estimate_does_not_fit_the_lease_is_not_taken_from_it
     # 5,000 tokens are 1/80 of a 400,000 token limit: more than a lease may take per call.
     many_tokens = await book.admit(call(tenant_id, key, key_tpm=400_000, estimated_tokens=5_000))
     assert many_tokens.lease is None
+
+
+async def test_a_call_cancelled_while_its_lease_is_taken_leaves_nothing_charged(
+    redis: Redis, tenant_id: str
+) -> None:
+    key = uuid.uuid4().hex
+    await budgets(redis, tenant_id, key)
+    clock, settler = Clock(), Settler(redis)
+    book = LeaseBook(redis, settler, max_requests=8, clock=clock)
+    req = call(tenant_id, key)
+    for admission in await warm_up(book, clock, req, 40):
+        book.finish(admission, 100, Decimal("0.01"))
+    leaving = asyncio.create_task(book.admit(_fresh(req)))
+    await asyncio.sleep(0)  # the lease's round trip is under way
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    nxt = await book.admit(_fresh(req))
+    assert book.acquired == 1  # the lease was still installed, and the next call took from it
+    assert nxt.lease is not None
+    book.finish(nxt, 100, Decimal("0.01"))
+    await book.aclose()
+    await settler.flush()
+    status = await budget_status(redis, BudgetScope.for_tenant(tenant_id), month_key(clock.now))
+    assert status.reserved_usd == 0
+    assert status.spent_usd == Decimal("0.41")
+    assert await request_count(redis, tenant_id, key, clock.now) == 41  # 7 unused shares returned
