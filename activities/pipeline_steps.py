@@ -211,8 +211,8 @@ class PipelineActivities:
             body = templating.render_value(step.body, scope)
         except templating.TemplateFailed as exc:
             raise failure(str(exc), "TemplateFailed") from None
-        try:
-            await ssrf.check_resolved(url, self.settings.allow_private_hosts)
+        try:  # one lookup: the connection goes to exactly the addresses vetted here
+            vetted = await ssrf.check_resolved(url, self.settings.allow_private_hosts)
         except ssrf.UrlRefused as exc:
             raise failure(str(exc), "UrlRefused") from None
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
@@ -227,7 +227,7 @@ class PipelineActivities:
             sent[signing.SIGNATURE_HEADER] = signing.sign(
                 secret.get_secret_value(), int(time.time()), content
             )
-        response = await self._send(step, url, sent, content)
+        response = await self._send(step, url, sent, content, vetted)
 
         async def record(session: AsyncSession) -> Any:
             await EffectRepository(session).record(
@@ -238,15 +238,15 @@ class PipelineActivities:
         return await self.finished(inp, record)
 
     async def _send(
-        self, step: HttpStep, url: str, headers: dict[str, str], content: bytes
+        self, step: HttpStep, url: str, headers: dict[str, str], content: bytes, vetted: ssrf.Vetted
     ) -> dict[str, Any]:
         timeout = min(step.timeout_s, self.settings.http_timeout_s)
-        client = self.http or ssrf.guarded_client(self.settings.allow_private_hosts)
+        client = self.http or ssrf.guarded_client(self.settings.allow_private_hosts, pinned=vetted)
         try:
             resp = await client.request(
                 step.method, url, headers=headers, content=content, timeout=timeout, follow_redirects=False
             )
-        except ssrf.UrlRefused as exc:  # the connection's own resolution differed from the check's
+        except ssrf.UrlRefused as exc:  # only if the client's host differed from the vetted one
             raise failure(str(exc), "UrlRefused") from None
         except httpx.TimeoutException:
             raise failure("the call timed out", "timeout", retryable=True) from None

@@ -5,7 +5,11 @@
   made here (not by simple-salesforce, whose login always targets ``*.salesforce.com``), so
   the login host is configurable and checked like every other host.
 - The ``requests.Session`` has ``trust_env=False`` (this machine's ``REQUESTS_CA_BUNDLE`` would
-  otherwise override ``verify``) and a default timeout; simple-salesforce is used in "direct"
+  otherwise override ``verify``) and a default timeout. With an egress allowlist (the
+  connection store always gives one unless the operator allows private hosts) every connection
+  of the session, the token request included, goes only to vetted addresses, resolved once per
+  connection (``core.pipelines.ssrf_requests``): a login or instance host that re-resolves to a
+  private address after the create-time check is refused. simple-salesforce is used in "direct"
   mode, where it never re-logs in or retries: every failure surfaces once, mapped to a
   ``ConnectorError`` (``Retry-After`` is read from the response by a session hook).
 - Actions: ``create_case`` (upsert by the ``Nexus_Idempotency_Key__c`` external id) ↔
@@ -46,6 +50,8 @@ from connectors.base import (
     SyncRecord,
 )
 from connectors.http import clip, kind_for_status, parse_retry_after
+from core.pipelines.ssrf import UrlRefused
+from core.pipelines.ssrf_requests import guard_session
 
 IDEMPOTENCY_FIELD = "Nexus_Idempotency_Key__c"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -246,6 +252,8 @@ class SalesforceConnector(Connector):
                 "Salesforce config needs instance_url with access_token", kind=ErrorKind.config
             )
         self._session = _Session(self.verify, config.timeout_seconds)
+        if self.egress_allowlist is not None:
+            guard_session(self._session, self.egress_allowlist)
         self._sf: Salesforce | None = None
 
     @classmethod
@@ -313,6 +321,8 @@ class SalesforceConnector(Connector):
             return fn()
         except SalesforceError as exc:
             raise self._map(exc, what) from None
+        except UrlRefused as exc:  # a connection resolved to a refused address (e.g. DNS rebinding)
+            raise ConnectorError(f"Salesforce {what} refused: {exc}", kind=ErrorKind.config) from None
         except requests.exceptions.SSLError:
             raise ConnectorError(
                 f"Salesforce {what} failed: TLS verification failed", kind=ErrorKind.config

@@ -1,8 +1,9 @@
 """Run a simulator on a free local port in a background thread (uvicorn), optionally over TLS.
 
 TLS (needed by simple-salesforce, which always builds ``https://`` URLs) uses a self-signed
-certificate for ``127.0.0.1``/``localhost`` generated with ``cryptography`` at start; the
-certificate file is its own CA, so clients pass its path as ``verify``.
+certificate for ``127.0.0.1``/``localhost`` (and any ``tls_names``) generated with
+``cryptography`` at start; the certificate file is its own CA, so clients pass its path as
+``verify``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed(directory: Path) -> tuple[Path, Path]:
-    """Write a self-signed certificate for 127.0.0.1/localhost; returns (cert, key) paths."""
+def write_self_signed(directory: Path, names: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1/localhost (+ ``names``); returns (cert, key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nexus-connector-simulator")])
     now = dt.datetime.now(dt.UTC)
@@ -39,7 +40,11 @@ def write_self_signed(directory: Path) -> tuple[Path, Path]:
         .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                    *(x509.DNSName(n) for n in names),
+                ]
             ),
             critical=False,
         )
@@ -86,8 +91,18 @@ class RunningSimulator:
         self.stop()
 
 
-def start(app: Any, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0) -> RunningSimulator:
-    """Serve ``app`` on ``host:port`` (0 = a free port) in a daemon thread; returns when ready."""
+def start(
+    app: Any,
+    *,
+    tls: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls_names: tuple[str, ...] = (),
+) -> RunningSimulator:
+    """Serve ``app`` on ``host:port`` (0 = a free port) in a daemon thread; returns when ready.
+
+    ``tls_names`` are extra DNS names the TLS certificate is valid for.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -97,7 +112,7 @@ def start(app: Any, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0
     ca_path: str | None = None
     if tls:
         tmp = tempfile.TemporaryDirectory(prefix="nexus-sim-tls-")
-        cert, key = write_self_signed(Path(tmp.name))
+        cert, key = write_self_signed(Path(tmp.name), tls_names)
         ssl_kw = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         ca_path = str(cert)
     config = uvicorn.Config(

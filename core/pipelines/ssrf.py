@@ -9,10 +9,12 @@ address is refused. Redirects are never followed by the caller.
 
 DNS rebinding: a check that resolves the name and a connection that resolves it again can see
 two different answers (a TTL-0 record that is public for the check and 127.0.0.1 for the
-connection). :func:`guarded_transport` closes that gap: its connections resolve the name once,
+connection). :class:`GuardedTransport` closes that gap: its connections resolve the name once,
 refuse it unless every address passes, and connect to a vetted address (TLS still verifies the
-certificate against the host name). :func:`check_resolved` stays as the early check that gives
-a clear error before any request is built.
+certificate against the host name). A caller that wants a clear error before it builds a request
+vets the URL first with :func:`check_resolved` and hands the result to the transport
+(``pinned=``), so the name is looked up once per call. The blocking ``requests`` counterpart
+(Salesforce) is in :mod:`core.pipelines.ssrf_requests`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,12 +110,40 @@ def check_literal(url: str, allowlist: list[str]) -> None:
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+SyncResolver = Callable[[str, int], list[str]]
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """A host, port and the addresses that passed the guard (connect only to these)."""
+
+    host: str
+    port: int
+    addresses: tuple[str, ...]
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host`` (TCP), in its order."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+def system_resolve_sync(host: str, port: int) -> list[str]:
+    """Blocking :func:`system_resolve` (for clients that run on a thread, like ``requests``)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
+def _vet_answer(host: str, addresses: list[str], allowlist: list[str]) -> list[str]:
+    if not addresses:
+        raise UrlRefused("URL host does not resolve")
+    if _allowed(host, None, allowlist):
+        return addresses
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if _is_forbidden_ip(ip) and not _allowed(host, ip, allowlist):
+            raise UrlRefused("URL resolves to a private, loopback, link-local or reserved address")
+    return addresses
 
 
 async def vetted_addresses(
@@ -127,30 +158,50 @@ async def vetted_addresses(
         addresses = await resolve(host, port)
     except OSError as exc:
         raise UrlRefused("URL host does not resolve") from exc
-    if not addresses:
-        raise UrlRefused("URL host does not resolve")
-    if _allowed(host, None, allowlist):
-        return addresses
-    for address in addresses:
-        ip = ipaddress.ip_address(address)
-        if _is_forbidden_ip(ip) and not _allowed(host, ip, allowlist):
-            raise UrlRefused("URL resolves to a private, loopback, link-local or reserved address")
-    return addresses
+    return _vet_answer(host, addresses, allowlist)
 
 
-async def check_resolved(url: str, allowlist: list[str], resolve: Resolver = system_resolve) -> None:
-    """Resolve the URL's host and refuse it unless every address is public (or allowlisted)."""
+def vetted_addresses_sync(
+    host: str, port: int, allowlist: list[str], resolve: SyncResolver = system_resolve_sync
+) -> list[str]:
+    """Blocking :func:`vetted_addresses` (same checks, same errors)."""
+    host = host.lower().rstrip(".")
+    literal = _check_host(host, allowlist)
+    if literal is not None:
+        return [str(literal)]
+    try:
+        addresses = resolve(host, port)
+    except OSError as exc:
+        raise UrlRefused("URL host does not resolve") from exc
+    return _vet_answer(host, addresses, allowlist)
+
+
+async def check_resolved(url: str, allowlist: list[str], resolve: Resolver = system_resolve) -> Vetted:
+    """Resolve the URL's host and refuse it unless every address is public (or allowlisted).
+
+    The result can be handed to :class:`GuardedTransport` (``pinned=``) so the connection goes
+    to exactly these addresses without a second lookup.
+    """
     host, port = _parts(url)
-    await vetted_addresses(host, port, allowlist, resolve)
+    return Vetted(host, port, tuple(await vetted_addresses(host, port, allowlist, resolve)))
 
 
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
     """Opens TCP connections only to vetted addresses of the requested host (see the module doc)."""
 
-    def __init__(self, allowlist: list[str], resolve: Resolver = system_resolve) -> None:
+    def __init__(
+        self, allowlist: list[str], resolve: Resolver = system_resolve, pinned: Vetted | None = None
+    ) -> None:
         self._allowlist = list(allowlist)
         self._resolve = resolve
+        self._pinned = pinned
         self._inner = httpcore.AnyIOBackend()
+
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        pinned = self._pinned
+        if pinned is not None and (host.lower().rstrip("."), port) == (pinned.host, pinned.port):
+            return list(pinned.addresses)  # vetted by the caller's check: no second lookup
+        return await vetted_addresses(host, port, self._allowlist, self._resolve)
 
     async def connect_tcp(
         self,
@@ -160,8 +211,8 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        """Resolve once, vet every address, then connect to the first vetted one that answers."""
-        addresses = await vetted_addresses(host, port, self._allowlist, self._resolve)
+        """Resolve once (or take the pinned addresses), vet, then connect to the first that answers."""
+        addresses = await self._addresses(host, port)
         last: Exception | None = None
         for address in addresses:
             try:
@@ -190,7 +241,9 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """An httpx transport whose connections go only to vetted addresses (DNS rebinding safe).
 
-    A refused destination raises :class:`UrlRefused` out of ``client.request``.
+    A refused destination raises :class:`UrlRefused` out of ``client.request``. ``pinned``
+    (from :func:`check_resolved`) makes connections to that host and port use the addresses
+    already vetted instead of resolving again; any other destination is resolved and vetted.
     """
 
     def __init__(
@@ -200,6 +253,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         verify: Any = True,
         limits: httpx.Limits = httpx.Limits(max_connections=20, max_keepalive_connections=5),
         resolve: Resolver = system_resolve,
+        pinned: Vetted | None = None,
     ) -> None:
         super().__init__(verify=verify, limits=limits, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
@@ -207,10 +261,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedNetworkBackend(allowlist, resolve),
+            network_backend=GuardedNetworkBackend(allowlist, resolve, pinned),
         )
 
 
-def guarded_client(allowlist: list[str], **kwargs: Any) -> httpx.AsyncClient:
+def guarded_client(allowlist: list[str], *, pinned: Vetted | None = None, **kwargs: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for user-given URLs: no environment proxies, vetted connections."""
-    return httpx.AsyncClient(trust_env=False, transport=GuardedTransport(allowlist), **kwargs)
+    transport = GuardedTransport(allowlist, pinned=pinned)
+    return httpx.AsyncClient(trust_env=False, transport=transport, **kwargs)

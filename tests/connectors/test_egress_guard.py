@@ -8,33 +8,50 @@ is unreachable unless the operator allowlisted it.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from connectors import registry
-from connectors.base import ConnectorError, ErrorKind
-from connectors.simulators.serve import connection_example, make_simulator, start
+from connectors.base import Connector, ConnectorError, ErrorKind
+from connectors.simulators.serve import TLS_TYPES, connection_example, make_simulator, start
 
 
-@pytest.mark.parametrize("connector_type", ["servicenow", "sap", "m365"])
+async def _test_and_close(connector: Connector) -> None:
+    try:
+        if connector.blocking:
+            await asyncio.to_thread(connector.test)
+        else:
+            await connector.test()
+    finally:
+        if connector.blocking:
+            await asyncio.to_thread(connector.close)
+        else:
+            await connector.close()
+
+
+@pytest.mark.parametrize("connector_type", ["servicenow", "sap", "m365", "salesforce"])
 async def test_private_address_is_refused_at_connect_time(connector_type: str) -> None:
-    with start(make_simulator(connector_type, records=3)) as served:
+    with start(make_simulator(connector_type, records=3), tls=connector_type in TLS_TYPES) as served:
         example = connection_example(connector_type, served)
         refused = registry.build(
-            connector_type, example["config"], example["credentials"], egress_allowlist=[]
+            connector_type,
+            example["config"],
+            example["credentials"],
+            verify=served.verify,
+            egress_allowlist=[],
         )
-        try:
-            with pytest.raises(ConnectorError) as caught:
-                await refused.test()
-        finally:
-            await refused.close()
+        with pytest.raises(ConnectorError) as caught:
+            await _test_and_close(refused)
         assert caught.value.kind is ErrorKind.config
         assert "refused" in caught.value.message
         assert "secret" not in caught.value.message
 
         allowed = registry.build(
-            connector_type, example["config"], example["credentials"], egress_allowlist=["127.0.0.1"]
+            connector_type,
+            example["config"],
+            example["credentials"],
+            verify=served.verify,
+            egress_allowlist=["127.0.0.1"],
         )
-        try:
-            await allowed.test()  # the operator's allowlist lets the same call through
-        finally:
-            await allowed.close()
+        await _test_and_close(allowed)  # the operator's allowlist lets the same call through

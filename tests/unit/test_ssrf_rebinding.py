@@ -78,6 +78,48 @@ async def test_connection_uses_the_vetted_address_not_a_second_lookup(internal_p
     assert _Recorder.hits == ["/ok"]
 
 
+async def test_a_pinned_check_is_the_only_lookup(internal_port: int) -> None:
+    """An http step vets the URL once and the connection uses exactly that answer.
+
+    The name answers an allowlisted address first and a refused one afterwards: a second lookup
+    at connect time would fail the call.
+    """
+    lookups: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"] if len(lookups) == 1 else ["10.0.0.7"]
+
+    url = f"http://pinned.example:{internal_port}/hook"
+    vetted = await ssrf.check_resolved(url, ["127.0.0.1"], resolve)
+    assert vetted == ssrf.Vetted("pinned.example", internal_port, ("127.0.0.1",))
+    transport = ssrf.GuardedTransport(["127.0.0.1"], resolve=resolve, pinned=vetted)
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(url)
+    assert response.status_code == 200
+    assert _Recorder.hits == ["/hook"]
+    assert lookups == ["pinned.example"]
+
+
+async def test_pinning_covers_only_the_vetted_host_and_port(internal_port: int) -> None:
+    """Any other destination is resolved and vetted by the connection itself."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host == "pinned.example" else ["10.0.0.7"]
+
+    vetted = await ssrf.check_resolved(f"http://pinned.example:{internal_port}/", ["127.0.0.1"], resolve)
+    pinned_elsewhere = ssrf.Vetted("other.example", internal_port, ("127.0.0.1",))
+    for pinned, url in (
+        (vetted, f"http://other.example:{internal_port}/x"),  # another host
+        (pinned_elsewhere, f"http://other.example:{internal_port + 1}/x"),  # another port
+    ):
+        transport = ssrf.GuardedTransport(["127.0.0.1"], resolve=resolve, pinned=pinned)
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(ssrf.UrlRefused):
+                await client.get(url)
+    assert _Recorder.hits == []
+
+
 @pytest.mark.parametrize(
     "address", ["10.0.0.7", "169.254.169.254", "::1", "::ffff:127.0.0.1", "192.168.1.1", "0.0.0.0"]
 )
