@@ -66,10 +66,13 @@ SYNC_FIELDS: dict[str, tuple[str, ...]] = {
 class SalesforceConfig(StrictModel):
     """Non-secret settings."""
 
+    # https only: the token request carries the client secret and password, every call the token.
     instance_url: str | None = Field(
-        None, description="https://yourorg.my.salesforce.com (with access_token)"
+        None, pattern=r"^https://", description="https://yourorg.my.salesforce.com (with access_token)"
     )
-    login_url: str = Field("https://login.salesforce.com", description="OAuth token endpoint host")
+    login_url: str = Field(
+        "https://login.salesforce.com", pattern=r"^https://", description="OAuth token endpoint host (https)"
+    )
     api_version: str = Field("59.0", pattern=r"^\d{2,3}\.0$")
     timeout_seconds: float = Field(30.0, gt=0, le=300)
 

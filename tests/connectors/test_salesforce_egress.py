@@ -152,3 +152,15 @@ def test_without_an_egress_allowlist_the_session_is_not_guarded(sim: RunningSimu
         connector.test()
     finally:
         connector.close()
+
+
+@pytest.mark.parametrize("field", ["login_url", "instance_url"])
+def test_salesforce_urls_must_be_https(field: str) -> None:
+    """The token request carries the client secret and password; calls carry the token."""
+    from pydantic import ValidationError
+
+    from connectors.salesforce import SalesforceConfig
+
+    with pytest.raises(ValidationError, match="https"):
+        SalesforceConfig.model_validate({field: "http://login.example.com"})
+    assert SalesforceConfig.model_validate({field: "https://login.example.com"})
