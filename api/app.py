@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 
 from api import console, errors
@@ -42,13 +43,20 @@ from api.routes import (
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
+from core.telemetry import configure_tracing, shutdown_tracing
 
 log = logging.getLogger("nexus.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API for ``settings`` (read from the environment when omitted)."""
+def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when omitted).
+
+    ``tracer_provider`` defaults to the one ``NEXUS_OTEL__*`` configures (none when tracing is
+    off), which the lifespan shuts down; a provider passed in stays the caller's to shut down.
+    """
     settings = settings or get_settings()
+    owned_tracing = configure_tracing(settings, "api") if tracer_provider is None else None
+    tracer_provider = tracer_provider or owned_tracing
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             from core.temporal.client import connect
 
-            temporal = await connect(settings)
+            temporal = await connect(settings, tracer_provider=tracer_provider)
         except Exception:
             log.warning("Temporal not reachable at startup; will retry on first use")
         state = AppState(
@@ -67,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=make_sessionmaker(engine),
             redis=redis,
             temporal=temporal,
+            tracer_provider=tracer_provider,
         )
         state.gateway = build_gateway(state)
         app.state.nexus = state
@@ -80,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.gateway.aclose()
             await redis.aclose()
             await engine.dispose()
+            await shutdown_tracing(owned_tracing)
 
     configure_logging(settings)
     app = FastAPI(
@@ -88,9 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted control plane for enterprise generative AI. "
         "Authenticate with `Authorization: Bearer <api key>`.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks switch themselves on once any global provider is set
+        # and would add a second server span per request, with the query string; ours
+        # (api.middleware) records no query strings. Off, they also skip provider lookups per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     errors.install(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, tracer_provider)
     app.include_router(health.router)
     for module in (
         tenants,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -29,6 +30,7 @@ class AppState:
     redis: Redis
     temporal: Client | None  # None only while Temporal is unreachable at startup
     gateway: Gateway | None = None  # the model gateway (catalog, providers, log writer)
+    tracer_provider: TracerProvider | None = None  # set only when tracing is enabled
 
 
 async def get_state(request: Request) -> AppState:
@@ -72,7 +74,7 @@ async def get_temporal(state: StateDep) -> Client:
         from core.temporal.client import connect
 
         try:
-            state.temporal = await connect(state.settings)
+            state.temporal = await connect(state.settings, tracer_provider=state.tracer_provider)
         except Exception as exc:  # the reason is logged, not shown
             raise Unavailable("Temporal is not reachable") from exc
     return state.temporal

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, body size limit (413), Prometheus metrics, access logs.
+"""ASGI middleware: request ids, body size limit (413), Prometheus metrics, access logs, tracing.
 
 Written as plain ASGI callables (not BaseHTTPMiddleware) so streaming responses and SSE pass
 through untouched and the hot path stays cheap.
@@ -13,6 +13,9 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -133,9 +136,105 @@ class RequestContextMiddleware:
             )
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+# Any other method is "_OTHER" (semantic conventions): clients must not mint span names.
+_HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+
+
+def _remote_parent(scope: Scope) -> Context | None:
+    """The caller's W3C trace context (``traceparent``/``tracestate`` only: no other header is read)."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name in (b"traceparent", b"tracestate")
+    }
+    return _TRACE_CONTEXT.extract(carrier) if carrier else None
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's full path template (``/v1/runs/{run_id}``), or ``None`` when unmatched.
+
+    FastAPI keeps an included router's own route (without its prefix) in ``scope["route"]``; the
+    full template is on the effective route context it records in ``scope["fastapi"]``.
+    """
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    route = scope.get("route")  # the gateway fast path sets a label with only ``path``
+    template = (
+        getattr(effective, "path_format", None)
+        or getattr(route, "path_format", None)
+        or getattr(route, "path", None)
+    )
+    return template if isinstance(template, str) and template else None
+
+
+class TracedRequestContextMiddleware(RequestContextMiddleware):
+    """:class:`RequestContextMiddleware` inside an OpenTelemetry server span per HTTP request.
+
+    Installed instead of the plain class only when tracing is enabled, so the untraced hot path
+    runs no tracing code at all. The span is current while the app runs, so Temporal calls made
+    by the route (StartWorkflow, signals, updates) become its children. It records the method,
+    route template, status and request id: never headers, bodies, query strings or API keys, and
+    exceptions only by type (their messages may quote input).
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, tracer_provider: TracerProvider) -> None:
+        super().__init__(app, max_body_bytes)
+        self.tracer = tracer_provider.get_tracer("nexusai.api")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        method = scope["method"] if scope["method"] in _HTTP_METHODS else "_OTHER"
+        status = 500
+        failure: str | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with self.tracer.start_as_current_span(
+            "HTTP" if method == "_OTHER" else method,
+            context=_remote_parent(scope),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await super().__call__(scope, receive, send_status)
+            except Exception as exc:
+                failure = type(exc).__name__
+                raise
+            finally:
+                template = route_template(scope)
+                if template:
+                    span.update_name(f"{'HTTP' if method == '_OTHER' else method} {template}")
+                    span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+                request_id = (scope.get("state") or {}).get("request_id")
+                if request_id:
+                    span.set_attribute("nexus.request_id", request_id)
+                if failure or status >= 500:
+                    span.set_attribute("error.type", failure or str(status))
+                    span.set_status(Status(StatusCode.ERROR))
+
+
+def install_middleware(
+    app: FastAPI, settings: Settings, tracer_provider: TracerProvider | None = None
+) -> None:
+    """Request context (ids, 413, metrics, logs; traced when ``tracer_provider``) around the gateway."""
     from api.gateway.fast import GatewayFastPath
 
     # Added first = innermost: the gateway's hot path runs inside the request context.
     app.add_middleware(GatewayFastPath)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    if tracer_provider is None:
+        app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    else:
+        app.add_middleware(
+            TracedRequestContextMiddleware,
+            max_body_bytes=settings.api.max_body_bytes,
+            tracer_provider=tracer_provider,
+        )

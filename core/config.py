@@ -98,6 +98,21 @@ class WorkerSettings(BaseModel):
     )
 
 
+class OtelSettings(BaseModel):
+    """OpenTelemetry tracing (API request -> workflow -> activity), exported over OTLP/HTTP."""
+
+    enabled: bool = Field(False, description="Trace requests, workflows and activities (off = no-op tracer).")
+    endpoint: str = Field(
+        "", description="OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = nothing exported."
+    )
+    service_name: str = Field(
+        "nexus", description="Service name prefix (spans come from nexus-api and nexus-worker)."
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of new traces recorded (parent-based: callers' choice wins)."
+    )
+
+
 class EvalsSettings(BaseModel):
     """Eval runs and golden datasets (``NEXUS_EVALS__…``)."""
 
@@ -179,6 +194,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
     pipelines: PipelineSettings = Field(default_factory=PipelineSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)

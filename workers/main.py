@@ -33,6 +33,7 @@ from core.db.engine import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.providers import Catalog, ProviderRegistry
 from core.rag.settings import rag_settings
+from core.telemetry import configure_tracing, shutdown_tracing
 from core.temporal.client import connect
 from workflows.approval import ApprovalWorkflow
 from workflows.connector_sync import ConnectorSyncWorkflow
@@ -171,6 +172,7 @@ def install_metrics_runtime(settings: Settings) -> None:
 async def run_worker(settings: Settings, queues: list[str] | None = None) -> None:
     """Serve ``queues`` (default: the settings' task queue) until SIGTERM/SIGINT, then drain."""
     install_metrics_runtime(settings)
+    tracer_provider = configure_tracing(settings, "worker")
     engine = make_engine(settings.database)
     redis = Redis.from_url(settings.redis.url, decode_responses=False)
     http = make_http_client(settings)
@@ -182,7 +184,8 @@ async def run_worker(settings: Settings, queues: list[str] | None = None) -> Non
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        client = await connect(settings)
+        # the client's tracing interceptor also serves every worker built on it
+        client = await connect(settings, tracer_provider=tracer_provider)
         sessions = make_sessionmaker(engine)
         registry = make_registry(settings, http)
         workers = [
@@ -201,6 +204,7 @@ async def run_worker(settings: Settings, queues: list[str] | None = None) -> Non
         await http.aclose()
         await redis.aclose()
         await engine.dispose()
+        await shutdown_tracing(tracer_provider)
         log.info("worker stopped")
 
 
