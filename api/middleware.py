@@ -10,7 +10,6 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.context import Context
@@ -118,10 +117,12 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, start: float, request_id: str) -> None:
         elapsed = time.perf_counter() - start
-        route: Any = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        REQUESTS.labels(scope["method"], template, str(status)).inc()
-        LATENCY.labels(scope["method"], template).observe(elapsed)
+        # Label values never come from the client: the route template (with its router's prefix),
+        # and a known method or "_OTHER" — else any client could mint new time series.
+        template = route_template(scope) or "unmatched"
+        method = scope["method"] if scope["method"] in _HTTP_METHODS else "_OTHER"
+        REQUESTS.labels(method, template, str(status)).inc()
+        LATENCY.labels(method, template).observe(elapsed)
         if template not in ("/healthz", "/metrics"):
             log.info(
                 "request",

@@ -108,3 +108,23 @@ async def _revoked_elsewhere(state, client, make_key, tenant_id, sessions) -> No
     revoked = await client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
     assert revoked.status_code == 401
     assert revoked.json()["detail"] == "API key revoked"
+
+
+async def test_http_metric_labels_are_route_templates_never_client_values(
+    client, make_key, tenant_id
+) -> None:
+    key = await make_key(tenant_id, "developer")
+    await client.get(f"/v1/runs/{'r' * 12}", headers=auth(key))  # a templated route under /v1
+    await client.request("BREW", "/v1/models", headers=auth(key))  # a method nobody defined
+    await client.get("/v1/no-such-route-x1", headers=auth(key))
+    samples = {
+        (s.labels["method"], s.labels["route"])
+        for metric in REGISTRY.collect()
+        if metric.name == "nexus_http_requests"
+        for s in metric.samples
+        if s.name == "nexus_http_requests_total"
+    }
+    assert ("GET", "/v1/runs/{run_id}") in samples
+    assert ("_OTHER", "/v1/models") in samples
+    assert not any("rrrrrrrrrrrr" in route or "no-such-route" in route for _, route in samples)
+    assert not any(method == "BREW" for method, _ in samples)
