@@ -30,7 +30,8 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from connectors.sinks import dataset_cases, job_records, page_documents_to_ingest
+from connectors.sinks_dataset import dataset_cases, job_records
+from connectors.sinks_kb import page_documents_to_ingest
 from core.config import Settings
 from core.connector_contracts import SinkType
 from core.contracts import SA_CREATED_BY, SA_RUN_KIND, SA_TENANT_ID

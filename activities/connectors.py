@@ -8,25 +8,26 @@ as ``next_retry_delay``); auth, permission, validation, config and not-installed
 Blocking connectors (Salesforce) run in the ``*_blocking`` variants: plain ``def`` activities
 on the worker's thread pool. Their database work is submitted to the worker's event loop, so
 one async engine serves both kinds.
+
+The sync activities live here; :class:`ConnectorActivities` inherits the pipeline step
+activities (``activities/connector_actions``) and the shared plumbing
+(``activities/connector_base``), so the worker registers all of them from one instance.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import datetime as dt
-from collections import OrderedDict
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+from activities.connector_actions import ConnectorActionActivities
+from activities.connector_base import connector_failure, fatal
 from activities.connector_sinks import (
     snapshot_dataset,
     start_ingestions,
@@ -38,20 +39,18 @@ from activities.runs import require_own_workflow
 from connectors import registry
 from connectors.base import Connector, ConnectorError, SyncPage, SyncRecord
 from connectors.jobs import JobRepository, PageOutcome, RecordsSink, Sink, SyncSuperseded
-from connectors.sinks import DatasetSink, DocumentDraft, FileFetch, KnowledgeBaseSink, file_download
-from connectors.store import ConnectionRepository, CredentialCipher, build_connector
+from connectors.sinks_dataset import DatasetSink
+from connectors.sinks_kb import DocumentDraft, FileFetch, KnowledgeBaseSink, file_download
+from connectors.store import ConnectionRepository
 from core import events
 from core.config import Settings
 from core.connector_contracts import (
     RUN_KIND,
     BeginInput,
     BeginResult,
-    ConnectorCall,
-    ConnectorPlan,
     FinishInput,
     PageInput,
     PageResult,
-    PlanInput,
     SinkType,
     SnapshotInput,
     SnapshotResult,
@@ -60,30 +59,8 @@ from core.connector_contracts import (
 from core.contracts import RunStatus
 from core.db.connector_models import Connection, ConnectorJob
 from core.errors import NexusError
-from core.pipelines import templating
-from core.pipelines.contracts import StepCall, StepOutput
-from core.pipelines.definition import ConnectorStep
-from core.pipelines.repository import EffectRepository
 from core.rag.settings import rag_settings
 from core.runs import RunRepository
-
-T = TypeVar("T")
-_CACHE_SIZE = 32
-
-
-def connector_failure(exc: ConnectorError) -> ApplicationError:
-    """A connector error as a Temporal failure: retryable by kind, ``Retry-After`` honoured."""
-    delay = dt.timedelta(seconds=exc.retry_after) if exc.retry_after else None
-    return ApplicationError(
-        exc.message,
-        type=f"connector_{exc.kind.value}",
-        non_retryable=not exc.retryable,
-        next_retry_delay=delay if exc.retryable else None,
-    )
-
-
-def fatal(message: str, kind: str) -> ApplicationError:
-    return ApplicationError(message, type=kind, non_retryable=True)
 
 
 @dataclass
@@ -95,7 +72,7 @@ class _Prepared:
     done: PageOutcome | None
 
 
-class ConnectorActivities:
+class ConnectorActivities(ConnectorActionActivities):
     """Sync and action activities, bound to the worker's database, Redis and settings."""
 
     def __init__(
@@ -106,15 +83,7 @@ class ConnectorActivities:
         pipelines: PipelineActivities | None = None,
         temporal: Client | None = None,
     ) -> None:
-        self.sessions = sessions
-        self.redis = redis
-        self.settings = settings
-        self.temporal = temporal
-        self.section = settings.connectors
-        self.cipher = CredentialCipher.from_settings(settings)
-        self.pipelines = pipelines or PipelineActivities(sessions, redis, settings)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._cache: OrderedDict[tuple[str, str, str], Connector] = OrderedDict()
+        super().__init__(sessions, redis, settings, pipelines, temporal)
         self.sinks: dict[str, Sink] = {
             SinkType.records.value: RecordsSink(),
             SinkType.dataset.value: DatasetSink(),
@@ -122,52 +91,6 @@ class ConnectorActivities:
         self.kb_sink = KnowledgeBaseSink(rag_settings(settings).max_upload_bytes)
         if temporal is not None:  # documents are ingested by workflows this client starts
             self.sinks[SinkType.knowledge_base.value] = self.kb_sink
-
-    # --- plumbing -----------------------------------------------------------------------
-
-    def bind_loop(self) -> None:
-        """Remember the worker's event loop (blocking activities submit database work to it)."""
-        self._loop = asyncio.get_running_loop()
-
-    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            coro.close()
-            raise fatal("blocking connector activities need bind_loop() at worker start", "ConnectorConfig")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _connection(self, tenant_id: str, id_or_name: str) -> tuple[Connection, dict[str, Any]]:
-        async with self.sessions() as session:
-            repo = ConnectionRepository(session, self.cipher)
-            try:
-                row = await repo.get(tenant_id, id_or_name)
-                return row, repo.credentials(row)
-            except NexusError as exc:
-                raise fatal(exc.detail, "ConnectionUnavailable") from None
-
-    def _connector(self, row: Connection, credentials: dict[str, Any]) -> Connector:
-        """A connector for the connection (async ones are reused while the row is unchanged)."""
-        try:
-            if registry.get(row.type).blocking:
-                return build_connector(row, credentials, self.section)
-            key = (row.tenant_id, row.id, row.updated_at.isoformat())
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-            connector = build_connector(row, credentials, self.section)
-        except ConnectorError as exc:
-            raise connector_failure(exc) from None
-        self._cache[key] = connector
-        while len(self._cache) > _CACHE_SIZE:
-            _, old = self._cache.popitem(last=False)
-            asyncio.ensure_future(old.close())
-        return connector
-
-    async def aclose(self) -> None:
-        """Close the cached connectors (worker shutdown)."""
-        while self._cache:
-            _, old = self._cache.popitem()
-            await old.close()
 
     # --- sync ---------------------------------------------------------------------------
 
@@ -381,132 +304,6 @@ class ConnectorActivities:
         return SnapshotResult(
             dataset_id=out["dataset"], version=out["version"], cases=out["cases"], replayed=out["replayed"]
         )
-
-    # --- pipeline connector steps ---------------------------------------------------------
-
-    @activity.defn(name="connector_plan")
-    async def connector_plan(self, inp: PlanInput) -> ConnectorPlan:
-        """The connection's type, whether it blocks, and the action's declared compensation."""
-        require_own_workflow(inp.workflow_id, inp.tenant_id)
-        async with self.sessions() as session:
-            try:
-                row = await ConnectionRepository(session, self.cipher).get(inp.tenant_id, inp.connection)
-            except NexusError as exc:
-                raise fatal(exc.detail, "BadInput") from None
-        try:
-            cls = registry.get(row.type)
-        except ConnectorError as exc:
-            raise connector_failure(exc) from None
-        spec = cls.actions.get(inp.action)
-        if spec is None:
-            raise fatal(f"connector {row.type!r} has no action {inp.action!r}", "BadInput")
-        return ConnectorPlan(
-            connection_id=row.id, type=row.type, blocking=cls.blocking, compensation=spec.compensation
-        )
-
-    async def _action_prepare(self, call: ConnectorCall) -> tuple[StepCall, dict[str, Any] | None, Any]:
-        """(step call, recorded response or None, (connection id, action, payload) to run)."""
-        require_own_workflow(call.workflow_id, call.tenant_id)
-        try:
-            step = ConnectorStep.model_validate(call.step)
-        except ValueError:
-            raise fatal("connector_action needs a connector step", "BadInput") from None
-        sc = StepCall(
-            tenant_id=call.tenant_id,
-            workflow_id=call.workflow_id,
-            step=call.step,
-            idempotency_key=call.idempotency_key,
-            context=call.context,
-            events=call.events,
-        )
-        await self.pipelines.started(sc)
-        async with self.sessions() as session:
-            effects = EffectRepository(session)
-            recorded = await effects.find(call.tenant_id, call.idempotency_key)
-            if recorded is not None:
-                return sc, dict(recorded.response), None
-            if call.undo_of is not None:
-                forward_key = call.idempotency_key.replace(":comp:", ":", 1)
-                forward = await effects.find(call.tenant_id, forward_key)
-                undo = (forward.response or {}).get("undo") if forward is not None else None
-                if not undo:
-                    return sc, None, ("", "", {"nothing": True})
-                return sc, None, (forward.response["connection_id"], undo["action"], undo["input"])  # type: ignore[union-attr]
-        scope = await self.pipelines.context(call.tenant_id, call.context)
-        try:
-            payload = templating.render_value(step.input, scope)
-        except templating.TemplateFailed as exc:
-            raise fatal(str(exc), "TemplateFailed") from None
-        return sc, None, (step.connection, step.action, payload)
-
-    async def _action_record(
-        self, sc: StepCall, connection_id: str, action: str, output: dict[str, Any], undo: Any
-    ) -> StepOutput:
-        response = {"connection_id": connection_id, "action": action, "output": output, "undo": undo}
-
-        async def record(session: AsyncSession) -> Any:
-            await EffectRepository(session).record(
-                sc.tenant_id, sc.workflow_id, sc.idempotency_key, 200, response
-            )
-            return output
-
-        return await self.pipelines.finished(sc, record)
-
-    async def _replay(self, sc: StepCall, recorded: dict[str, Any]) -> StepOutput:
-        output = recorded.get("output")
-
-        async def replay(_: AsyncSession) -> Any:
-            return output
-
-        return await self.pipelines.finished(sc, replay)
-
-    @activity.defn(name="connector_action")
-    async def connector_action(self, call: ConnectorCall) -> StepOutput:
-        """A pipeline ``connector`` step (or its declared undo), recorded once under its key."""
-        sc, recorded, todo = await self._action_prepare(call)
-        if recorded is not None:
-            return await self._replay(sc, recorded)
-        conn_ref, action, payload = todo
-        if not action:
-            return await self._action_record(sc, "", "", {"undone": False, "reason": "nothing to undo"}, None)
-        row, credentials = await self._connection(call.tenant_id, conn_ref)
-        connector = self._connector(row, credentials)
-        try:
-            output = await connector.run_action(action, payload, call.idempotency_key)
-            undo = _undo(connector, action, payload, output)
-        except ConnectorError as exc:
-            raise connector_failure(exc) from None
-        return await self._action_record(sc, row.id, action, output, undo)
-
-    @activity.defn(name="connector_action_blocking")
-    def connector_action_blocking(self, call: ConnectorCall) -> StepOutput:
-        """``connector_action`` for blocking connectors (runs on the worker's thread pool)."""
-        sc, recorded, todo = self._on_loop(self._action_prepare(call))
-        if recorded is not None:
-            return self._on_loop(self._replay(sc, recorded))
-        conn_ref, action, payload = todo
-        if not action:
-            return self._on_loop(
-                self._action_record(sc, "", "", {"undone": False, "reason": "nothing to undo"}, None)
-            )
-        row, credentials = self._on_loop(self._connection(call.tenant_id, conn_ref))
-        connector = self._connector(row, credentials)
-        try:
-            output = connector.run_action(action, payload, call.idempotency_key)
-            undo = _undo(connector, action, payload, output)
-        except ConnectorError as exc:
-            raise connector_failure(exc) from None
-        finally:
-            connector.close()
-        return self._on_loop(self._action_record(sc, row.id, action, output, undo))
-
-
-def _undo(connector: Connector, action: str, payload: dict[str, Any], output: dict[str, Any]) -> Any:
-    spec = connector.action(action)
-    undo_input = spec.undo_payload(payload, output)
-    if undo_input is None or spec.compensation is None:
-        return None
-    return {"action": spec.compensation, "input": undo_input}
 
 
 def _result(outcome: PageOutcome) -> PageResult:

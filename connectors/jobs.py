@@ -1,4 +1,4 @@
-"""Connector jobs: their repository, sink writers and the per-page commit of a sync.
+"""Connector jobs: their repository and the per-page commit of a sync.
 
 A page is committed in **one transaction**: the sink write of its records, the checkpoint
 advance (compare-and-set on ``pages_done`` and on the owning workflow id) and the page's
@@ -6,23 +6,22 @@ progress event. A crash before the commit leaves nothing; a retry after it finds
 ``pages_done`` already advanced by the same workflow and returns the stored outcome without
 reading the source again. The records sink upserts on ``UNIQUE (tenant, connection, object,
 external_id)`` keeping the latest ``modified_at``, so a page read twice still leaves each
-record once.
+record once. The sinks live in ``connectors.sinks_records`` (the protocol and the records
+table), ``connectors.sinks_kb`` and ``connectors.sinks_dataset``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.base import SyncPage, SyncRecord
+from connectors.base import SyncPage
+from connectors.sinks_records import RecordsSink, Sink, SinkContext
 from core import events
 from core.connector_contracts import SinkType, SyncEvent
 from core.db.connector_models import (
@@ -34,6 +33,17 @@ from core.db.connector_models import (
 )
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.governance.audit import append
+
+__all__ = [
+    "JobRepository",
+    "PageOutcome",
+    "RecordsSink",
+    "Sink",
+    "SinkContext",
+    "SyncSuperseded",
+    "skipped_by_kind",
+    "validate_schedule",
+]
 
 
 class SyncSuperseded(Exception):
@@ -51,74 +61,6 @@ class PageOutcome:
     event: events.Event | None = None
 
 
-@dataclass(frozen=True)
-class SinkContext:
-    """What a sink may need besides the records: the run, the page number, prepared documents."""
-
-    workflow_id: str
-    page: int
-    drafts: list[Any] | None = None
-
-
-class Sink(Protocol):
-    """Writes one page of records inside the caller's transaction; returns records written."""
-
-    async def write(
-        self,
-        session: AsyncSession,
-        job: ConnectorJob,
-        records: list[SyncRecord],
-        ctx: SinkContext | None = None,
-    ) -> int: ...
-
-
-class RecordsSink:
-    """The ``connector_records`` table: one row per (connection, object, external id)."""
-
-    async def write(
-        self,
-        session: AsyncSession,
-        job: ConnectorJob,
-        records: list[SyncRecord],
-        ctx: SinkContext | None = None,
-    ) -> int:
-        latest: dict[str, SyncRecord] = {}
-        for record in records:  # one row per id per statement (ON CONFLICT cannot hit a row twice)
-            seen = latest.get(record.external_id)
-            if seen is None or record.modified_at >= seen.modified_at:
-                latest[record.external_id] = record
-        rows = [
-            {
-                "tenant_id": job.tenant_id,
-                "connection_id": job.connection_id,
-                "object": job.object,
-                "external_id": r.external_id,
-                "job_id": job.id,
-                "modified_at": r.modified_at,
-                "data": json.loads(json.dumps(r.data, default=str)),
-                "writes": 1,
-            }
-            for r in latest.values()
-        ]
-        if not rows:
-            return 0
-        stmt = insert(ConnectorRecord)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "connection_id", "object", "external_id"],
-            set_={
-                "data": stmt.excluded.data,
-                "modified_at": stmt.excluded.modified_at,
-                "job_id": stmt.excluded.job_id,
-                "writes": ConnectorRecord.writes + 1,
-                "synced_at": func.now(),
-            },
-            where=stmt.excluded.modified_at >= ConnectorRecord.modified_at,
-        )
-        # executemany: SQLAlchemy batches the rows into multi-row statements it compiles once
-        await session.execute(stmt, rows)
-        return len(rows)
-
-
 def skipped_by_kind(drafts: list[Any] | None) -> dict[str, int]:
     """How many of a page's prepared documents the sink leaves out, by kind (counts only)."""
     counts: dict[str, int] = {}
@@ -127,23 +69,6 @@ def skipped_by_kind(drafts: list[Any] | None) -> dict[str, int]:
         if kind:
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def record_text(obj: str, record: SyncRecord) -> str:
-    """A record as a small text document (the knowledge-base sink ingests this)."""
-    lines = [f"# {obj} {record.external_id}", ""]
-    for key in sorted(record.data):
-        value = record.data[key]
-        if value in (None, "", [], {}):
-            continue
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        lines.append(f"- {key}: {shown}")
-    return "\n".join(lines) + "\n"
-
-
-def record_digest(text: str) -> str:
-    """Stable content hash of a record document."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class JobRepository:
