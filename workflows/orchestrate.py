@@ -54,14 +54,9 @@ with workflow.unsafe.imports_passed_through():
         skipped,
         tokens_of,
     )
+    from workflows.orchestration_consensus import INLINE_PATCH, SEQUENTIAL_PATCH
     from workflows.orchestration_progress import BATCH_PATCH
-    from workflows.orchestration_subtask import (
-        INLINE_PATCH,
-        RETRIEVAL_COST_PATCH,
-        SEQUENTIAL_PATCH,
-        Ev,
-        SubtaskSteps,
-    )
+    from workflows.orchestration_subtask import RETRIEVAL_COST_PATCH, Ev, SubtaskSteps
 
 
 @workflow.defn(name="Orchestration")

@@ -37,7 +37,7 @@ from tests.workflows.orchestration_support import (
     wid,
 )
 from workflows.orchestrate import OrchestrationWorkflow
-from workflows.orchestration_subtask import review_approval_id
+from workflows.orchestration_review import review_approval_id
 
 CAPITAL_ONLY = Plan(subtasks=[two_facts_plan().subtasks[0]])
 
