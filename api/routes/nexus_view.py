@@ -42,6 +42,7 @@ class SubtaskOut(BaseModel):
     candidates: list[CandidateOut] = []
     consensus: ConsensusOut | None = None
     cost_usd: str = "0"
+    retrieval_cost_usd: str = "0"  # knowledge-base query embeddings (included in cost_usd)
 
 
 class NexusRunOut(BaseModel):
@@ -100,6 +101,7 @@ def _from_result(result: OrchestrationResult) -> list[SubtaskOut]:
                 if c
                 else None,
                 cost_usd=str(sub.cost_usd),
+                retrieval_cost_usd=str(sub.retrieval_cost_usd),
             )
         )
     return out

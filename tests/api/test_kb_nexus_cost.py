@@ -106,6 +106,7 @@ async def test_grounded_run_cost_includes_the_query_embeddings(
     assert Decimal(done["cost_by_model"][EMBED]) == embed_cost
     subtasks = {s["id"]: s for s in done["subtasks"]}
     assert Decimal(subtasks["lookup"]["cost_usd"]) == lookup.cost_usd
+    assert Decimal(subtasks["lookup"]["retrieval_cost_usd"]) == embed_cost
 
 
 async def test_budget_counts_the_retrieval_before_the_proposers(
