@@ -587,6 +587,28 @@ def report(
     return figures
 
 
+def lease_figures(nexus_base: str) -> dict[str, float]:
+    """How many gateway calls were admitted from an admission lease (the API's /metrics)."""
+    wanted = {
+        "nexus_gateway_requests_total": "calls",
+        "nexus_gateway_leased_calls_total": "leased_calls",
+        "nexus_gateway_admission_leases_total": "leases",
+    }
+    found = dict.fromkeys(wanted.values(), 0.0)
+    text = httpx.get(nexus_base.removesuffix("/v1") + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        metric = name.split("{", 1)[0]
+        if metric in wanted:
+            found[wanted[metric]] += float(value.rsplit(" ", 1)[-1])
+    if found["calls"]:
+        print(
+            f"admission: {found['leased_calls']:.0f} of {found['calls']:.0f} NexusAI calls were admitted "
+            f"from {found['leases']:.0f} leases (one Redis round trip each); the rest one by one"
+        )
+    return {f"nexus_{k}": v for k, v in found.items()}
+
+
 def run(
     duration: float = 10.0,
     warmup: float = 3.0,
@@ -629,6 +651,7 @@ def run(
         print(f"streaming TTFT: {ttft_n} sequential requests per path (+10 warm-up), interleaved", flush=True)
         ttfts = ttft([direct, nexus, litellm], ttft_n)
         figures = report(results, ttfts, litellm_version)
+        figures.update(lease_figures(nexus_url))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         if do_profile:
             profile(api_proc.pid, nexus, duration, WORK / "gateway_profile", profile_conns)
