@@ -37,25 +37,6 @@ from core.db.migrate import upgrade  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _preload_lazy_imports() -> None:
-    """Import what redis-py and OpenTelemetry load lazily on first use, before any workflow runs.
-
-    Otherwise a test's first Redis client (or tracer) can import them on the event loop while an
-    in-process worker's workflow sandbox is importing, and Temporal warns "Module … was imported
-    after initial workflow load" in whichever test happens to run then. Workers do this by
-    creating their clients before they start.
-    """
-    import opentelemetry.metrics
-    import opentelemetry.sdk.metrics
-    from redis.asyncio import Redis
-
-    del opentelemetry
-    Redis()  # builds the connection pool (no connection): loads redis's lazy modules
-
-
-_preload_lazy_imports()
-
-
 @pytest.fixture(scope="session")
 def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
