@@ -56,7 +56,6 @@ class CallStream(StreamingResponse):
         headers: dict[str, str],
     ) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
-        self._content = content
         self._call = (gw, ctx, opened)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -65,7 +64,7 @@ class CallStream(StreamingResponse):
         finally:
             gw, ctx, opened = self._call
             try:
-                await self._content.aclose()  # type: ignore[attr-defined]
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
             finally:
                 await service.abandon(gw, ctx, opened)
 

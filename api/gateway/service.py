@@ -227,7 +227,6 @@ def finish_call(
     if ctx.admission is not None:
         # The month a call is budgeted in is the month it is logged in (rebuild_month relies on it).
         record.created_at = ctx.admission.admitted_at
-    if ctx.admission is not None:
         tokens = usage.input_tokens + usage.output_tokens
         if gw.leases is not None:
             gw.leases.finish(ctx.admission, tokens, cost)
